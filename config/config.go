@@ -1,0 +1,470 @@
+// Package config reads and validates backupverify's YAML configuration.
+//
+// Parsing is strict: an unknown key, a value of the wrong type, a bad duration
+// or cron spec is a problem naming its path and line, and every problem in a
+// file is reported at once.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/robfig/cron/v3"
+	"gopkg.in/yaml.v3"
+)
+
+// Duration is a time.Duration written as in Prometheus configs: 90s, 15m, 1h30m, 30d.
+type Duration time.Duration
+
+func (d *Duration) parseScalar(s string) error {
+	v, err := model.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use e.g. 90s, 15m, 1h30m, 30d)", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return model.Duration(d).String() }
+
+// MarshalYAML writes the duration back in the same notation.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Config is the whole file.
+type Config struct {
+	Listen   string        `yaml:"listen"`
+	StateDir string        `yaml:"state_dir"`
+	PGBinDir string        `yaml:"pg_bin_dir"`
+	Drills   DrillsConfig  `yaml:"drills"`
+	Reports  ReportsConfig `yaml:"reports"`
+	HTTP     HTTPConfig    `yaml:"http"`
+	S3       S3Config      `yaml:"s3"`
+	Targets  []Target      `yaml:"targets"`
+}
+
+// DrillsConfig holds daemon-wide drill settings.
+type DrillsConfig struct {
+	MaxConcurrent int `yaml:"max_concurrent"`
+}
+
+// ReportsConfig holds drill report settings.
+type ReportsConfig struct {
+	Retention Duration `yaml:"retention"`
+	Upload    string   `yaml:"upload"`
+}
+
+// HTTPConfig holds settings of the HTTP API.
+type HTTPConfig struct {
+	TriggerToken string `yaml:"trigger_token"`
+}
+
+// S3Config holds defaults for every s3:// source.
+type S3Config struct {
+	Region      string   `yaml:"region"`
+	Endpoint    string   `yaml:"endpoint"`
+	PathStyle   bool     `yaml:"path_style"`
+	MaxAttempts int      `yaml:"max_attempts"`
+	ReadTimeout Duration `yaml:"read_timeout"`
+}
+
+// Target is one database whose backups are watched and drilled.
+type Target struct {
+	Name           string      `yaml:"name"`
+	Source         string      `yaml:"source"`
+	Match          string      `yaml:"match"`
+	Checksum       string      `yaml:"checksum"`
+	Manifest       string      `yaml:"manifest"`
+	BackupSchedule string      `yaml:"backup_schedule"`
+	BackupGrace    Duration    `yaml:"backup_grace"`
+	Poll           Duration    `yaml:"poll"`
+	VerifyLast     int         `yaml:"verify_last"`
+	RPO            Duration    `yaml:"rpo"`
+	RTO            Duration    `yaml:"rto"`
+	Drill          DrillConfig `yaml:"drill"`
+	Checks         []Check     `yaml:"checks"`
+}
+
+// DrillConfig holds a target's restore drill settings.
+type DrillConfig struct {
+	Schedule    string   `yaml:"schedule"`
+	Timeout     Duration `yaml:"timeout"`
+	Jobs        int      `yaml:"jobs"`
+	Scratch     string   `yaml:"scratch"`
+	AllowErrors []string `yaml:"allow_errors"`
+}
+
+// Check is one integrity check run against a restored database. Exactly one
+// of Count, Orphans, ForeignKeys, Freshness or SQL says its kind.
+type Check struct {
+	Name        string   `yaml:"name"`
+	Count       string   `yaml:"count"`
+	Orphans     string   `yaml:"orphans"`
+	ForeignKeys bool     `yaml:"foreign_keys"`
+	Freshness   string   `yaml:"freshness"`
+	SQL         string   `yaml:"sql"`
+	Min         *float64 `yaml:"min"`
+	Max         *float64 `yaml:"max"`
+	Equals      *float64 `yaml:"equals"`
+	MaxDrop     string   `yaml:"max_drop"`
+	MaxLag      Duration `yaml:"max_lag"`
+}
+
+// Checksum modes.
+const (
+	ChecksumAuto     = "auto"
+	ChecksumManifest = "manifest"
+	ChecksumSidecar  = "sidecar"
+	ChecksumS3       = "s3"
+	ChecksumNone     = "none"
+)
+
+// ScratchEmbedded asks for a throwaway PostgreSQL cluster run by the daemon.
+const ScratchEmbedded = "embedded"
+
+// DefaultMatch selects custom-format and plain SQL dumps.
+const DefaultMatch = "**/*.{dump,sql,sql.gz}"
+
+// Default returns a configuration with every default set and no targets.
+func Default() *Config {
+	return &Config{
+		Listen:   ":9847",
+		StateDir: "/var/lib/backupverify",
+		Drills:   DrillsConfig{MaxConcurrent: 1},
+		Reports:  ReportsConfig{Retention: Duration(400 * 24 * time.Hour)},
+		S3:       S3Config{Region: "us-east-1", MaxAttempts: 5, ReadTimeout: Duration(time.Minute)},
+	}
+}
+
+func defaultTarget() Target {
+	return Target{
+		Match:       DefaultMatch,
+		Checksum:    ChecksumAuto,
+		Manifest:    "CHECKSUM",
+		BackupGrace: Duration(10 * time.Minute),
+		Poll:        Duration(time.Minute),
+		VerifyLast:  1,
+		RPO:         Duration(25 * time.Hour),
+		RTO:         Duration(time.Hour),
+		Drill: DrillConfig{
+			Schedule: "30 3 * * *",
+			Timeout:  Duration(time.Hour),
+			Jobs:     1,
+			Scratch:  ScratchEmbedded,
+		},
+	}
+}
+
+// Load reads, parses and validates a file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b, os.Getenv)
+	var ce *Error
+	if errors.As(err, &ce) {
+		ce.File = path
+	}
+	return c, err
+}
+
+// Parse parses and validates a configuration; ${VAR} in values is expanded with getenv.
+// A returned error is an *Error listing every problem.
+func Parse(b []byte, getenv func(string) string) (*Config, error) {
+	p := &problems{lines: map[string]int{}}
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&root); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if err.Error() == "EOF" {
+			msg = "the file is empty"
+		}
+		line := 0
+		if _, err := fmt.Sscanf(msg, "line %d:", &line); err == nil {
+			msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+		}
+		p.at("", line, "%s", msg)
+		return nil, &Error{Problems: p.list}
+	}
+	c := Default()
+	doc := root.Content[0]
+	d := &decoder{p: p, getenv: getenv}
+	// Targets are decoded one by one over their defaults.
+	var targetsNode *yaml.Node
+	if doc.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(doc.Content); i += 2 {
+			if doc.Content[i].Value == "targets" {
+				targetsNode = doc.Content[i+1]
+				p.lines["targets"] = doc.Content[i].Line
+			}
+		}
+	}
+	d.decode(doc, reflect.ValueOf(c).Elem(), "")
+	if targetsNode != nil && targetsNode.Kind == yaml.SequenceNode {
+		c.Targets = make([]Target, len(targetsNode.Content))
+		for i, tn := range targetsNode.Content {
+			c.Targets[i] = defaultTarget()
+			d.decode(tn, reflect.ValueOf(&c.Targets[i]).Elem(), fmt.Sprintf("targets[%d]", i))
+		}
+	}
+	c.validate(p)
+	if len(p.list) > 0 {
+		return nil, &Error{Problems: p.sorted()}
+	}
+	return c, nil
+}
+
+var (
+	nameRE      = regexp.MustCompile(`^[a-z0-9_-]+$`)
+	bucketRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+	arrowRE     = regexp.MustCompile(`^\s*([A-Za-z_][\w$]*(?:\.[A-Za-z_][\w$]*)?)\.([A-Za-z_][\w$]*)\s*->\s*([A-Za-z_][\w$]*(?:\.[A-Za-z_][\w$]*)?)\.([A-Za-z_][\w$]*)\s*$`)
+	tableRE     = regexp.MustCompile(`^[A-Za-z_][\w$]*(?:\.[A-Za-z_][\w$]*)?$`)
+	columnRefRE = regexp.MustCompile(`^[A-Za-z_][\w$]*(?:\.[A-Za-z_][\w$]*)?\.[A-Za-z_][\w$]*$`)
+	percentRE   = regexp.MustCompile(`^(\d+(?:\.\d+)?)%$`)
+)
+
+func (c *Config) validate(p *problems) {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		p.add("listen", "must be host:port, e.g. \":9847\" or \"127.0.0.1:9847\"")
+	}
+	if c.StateDir == "" {
+		p.add("state_dir", "must not be empty")
+	}
+	if c.Drills.MaxConcurrent < 1 {
+		p.add("drills.max_concurrent", "must be at least 1")
+	}
+	if c.Reports.Retention <= 0 {
+		p.add("reports.retention", "must be positive")
+	}
+	if c.Reports.Upload != "" {
+		if _, _, err := ParseS3URL(c.Reports.Upload); err != nil {
+			p.add("reports.upload", "%v", err)
+		}
+	}
+	if c.S3.Endpoint != "" {
+		if u, err := url.Parse(c.S3.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.add("s3.endpoint", "must be an http:// or https:// URL, got %q", c.S3.Endpoint)
+		}
+	}
+	if c.S3.MaxAttempts < 1 {
+		p.add("s3.max_attempts", "must be at least 1")
+	}
+	if c.S3.ReadTimeout <= 0 {
+		p.add("s3.read_timeout", "must be positive")
+	}
+	if len(c.Targets) == 0 {
+		p.add("targets", "at least one target is required")
+	}
+	names := map[string]int{}
+	for i := range c.Targets {
+		t := &c.Targets[i]
+		path := fmt.Sprintf("targets[%d]", i)
+		switch {
+		case t.Name == "":
+			p.add(path+".name", "is required")
+		case !nameRE.MatchString(t.Name):
+			p.add(path+".name", "%q must match [a-z0-9_-]+", t.Name)
+		default:
+			if j, dup := names[t.Name]; dup {
+				p.add(path+".name", "%q is already the name of targets[%d]", t.Name, j)
+			}
+			names[t.Name] = i
+		}
+		t.validate(p, path)
+	}
+}
+
+func (t *Target) validate(p *problems, path string) {
+	kind := ""
+	switch {
+	case t.Source == "":
+		p.add(path+".source", "is required (s3://bucket/prefix/ or file:///path/)")
+	case strings.HasPrefix(t.Source, "s3://"):
+		kind = "s3"
+		if _, _, err := ParseS3URL(t.Source); err != nil {
+			p.add(path+".source", "%v", err)
+		}
+	case strings.HasPrefix(t.Source, "file://"):
+		kind = "file"
+		if !strings.HasPrefix(strings.TrimPrefix(t.Source, "file://"), "/") {
+			p.add(path+".source", "%q: a file source needs an absolute path, e.g. file:///var/backups/crm/", t.Source)
+		}
+	default:
+		p.add(path+".source", "%q: must start with s3:// or file://", t.Source)
+	}
+	if _, err := CompileGlob(t.Match); err != nil {
+		p.add(path+".match", "%v", err)
+	}
+	switch t.Checksum {
+	case ChecksumAuto, ChecksumManifest, ChecksumSidecar, ChecksumNone:
+	case ChecksumS3:
+		if kind == "file" {
+			p.add(path+".checksum", "\"s3\" needs an s3:// source")
+		}
+	default:
+		p.add(path+".checksum", "%q is not one of auto, manifest, sidecar, s3, none", t.Checksum)
+	}
+	if t.Manifest == "" || strings.Contains(t.Manifest, "/") {
+		p.add(path+".manifest", "must be a file name without /")
+	}
+	if t.BackupSchedule != "" {
+		if _, err := cron.ParseStandard(t.BackupSchedule); err != nil {
+			p.add(path+".backup_schedule", "invalid cron spec %q: %v", t.BackupSchedule, err)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"backup_grace", t.BackupGrace}, {"poll", t.Poll}, {"rpo", t.RPO}, {"rto", t.RTO}, {"drill.timeout", t.Drill.Timeout}} {
+		if d.v <= 0 {
+			p.add(path+"."+d.key, "must be positive")
+		}
+	}
+	if t.Poll > 0 && t.Poll.D() < time.Second {
+		p.add(path+".poll", "must be at least 1s")
+	}
+	if t.VerifyLast < 1 {
+		p.add(path+".verify_last", "must be at least 1")
+	}
+	if _, err := cron.ParseStandard(t.Drill.Schedule); err != nil {
+		p.add(path+".drill.schedule", "invalid cron spec %q: %v", t.Drill.Schedule, err)
+	}
+	if t.Drill.Jobs < 1 {
+		p.add(path+".drill.jobs", "must be at least 1")
+	}
+	if t.Drill.Scratch != ScratchEmbedded {
+		u, err := url.Parse(t.Drill.Scratch)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			// Never echo the value: it may hold a password.
+			p.add(path+".drill.scratch", "must be \"embedded\" or an admin DSN postgres://user@host:port/dbname")
+		}
+	}
+	checkNames := map[string]int{}
+	for i := range t.Checks {
+		cp := fmt.Sprintf("%s.checks[%d]", path, i)
+		t.Checks[i].validate(p, cp)
+		if n := t.Checks[i].Name; n != "" {
+			if j, dup := checkNames[n]; dup {
+				p.add(cp, "check name %q is already used by checks[%d]", n, j)
+			}
+			checkNames[n] = i
+		}
+	}
+}
+
+func (c *Check) validate(p *problems, path string) {
+	var kinds []string
+	if c.Count != "" {
+		kinds = append(kinds, "count")
+	}
+	if c.Orphans != "" {
+		kinds = append(kinds, "orphans")
+	}
+	if c.ForeignKeys {
+		kinds = append(kinds, "foreign_keys")
+	}
+	if c.Freshness != "" {
+		kinds = append(kinds, "freshness")
+	}
+	if c.SQL != "" {
+		kinds = append(kinds, "sql")
+	}
+	switch len(kinds) {
+	case 0:
+		p.add(path, "needs one of count, orphans, foreign_keys, freshness or sql")
+		return
+	case 1:
+	default:
+		p.add(path, "has %s: a check has exactly one kind", strings.Join(kinds, " and "))
+		return
+	}
+	bounds := c.Min != nil || c.Max != nil || c.Equals != nil
+	switch kinds[0] {
+	case "count":
+		if !tableRE.MatchString(c.Count) {
+			p.add(path+".count", "%q is not a table name (table or schema.table)", c.Count)
+		}
+		if c.MaxDrop != "" {
+			if m := percentRE.FindStringSubmatch(c.MaxDrop); m == nil {
+				p.add(path+".max_drop", "%q must be a percentage such as 5%%", c.MaxDrop)
+			}
+		}
+		if !bounds && c.MaxDrop == "" {
+			p.add(path, "count needs min, max, equals or max_drop")
+		}
+		c.setName("count:" + c.Count)
+	case "orphans":
+		if !arrowRE.MatchString(c.Orphans) {
+			p.add(path+".orphans", "%q must read child_table.column -> parent_table.column", c.Orphans)
+		}
+		c.rejectBounds(p, path, "orphans")
+		c.setName("orphans:" + strings.Join(strings.Fields(c.Orphans), ""))
+	case "foreign_keys":
+		c.rejectBounds(p, path, "foreign_keys")
+		c.setName("foreign_keys")
+	case "freshness":
+		if !columnRefRE.MatchString(c.Freshness) {
+			p.add(path+".freshness", "%q must read table.column", c.Freshness)
+		}
+		if c.MaxLag <= 0 {
+			p.add(path+".max_lag", "freshness needs a positive max_lag")
+		}
+		c.setName("freshness:" + c.Freshness)
+	case "sql":
+		if c.Name == "" {
+			p.add(path+".name", "a sql check needs a name")
+		}
+		if !bounds {
+			p.add(path, "sql needs min, max or equals")
+		}
+	}
+	if kinds[0] != "count" && c.MaxDrop != "" {
+		p.add(path+".max_drop", "only applies to count checks")
+	}
+	if kinds[0] != "freshness" && c.MaxLag != 0 {
+		p.add(path+".max_lag", "only applies to freshness checks")
+	}
+}
+
+func (c *Check) rejectBounds(p *problems, path, kind string) {
+	if c.Min != nil || c.Max != nil || c.Equals != nil {
+		p.add(path, "%s takes no min, max or equals (it expects 0)", kind)
+	}
+}
+
+func (c *Check) setName(derived string) {
+	if c.Name == "" {
+		c.Name = derived
+	}
+}
+
+// ParseS3URL splits s3://bucket/prefix/ into bucket and prefix (without a leading /).
+func ParseS3URL(s string) (bucket, prefix string, err error) {
+	rest, ok := strings.CutPrefix(s, "s3://")
+	if !ok {
+		return "", "", fmt.Errorf("%q: must start with s3://", s)
+	}
+	bucket, prefix, _ = strings.Cut(rest, "/")
+	if !bucketRE.MatchString(bucket) {
+		return "", "", fmt.Errorf("%q: %q is not a valid bucket name", s, bucket)
+	}
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return bucket, prefix, nil
+}
+
+// FilePath returns the folder of a file:// source.
+func FilePath(s string) string { return strings.TrimPrefix(s, "file://") }

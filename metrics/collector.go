@@ -1,0 +1,147 @@
+// Package metrics exports backupverify's state to Prometheus. Per-target
+// series are built at scrape time from snapshots, so they always agree with
+// the state and vanish with a removed target.
+package metrics
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/backupverify/backupverify/verifier"
+)
+
+const ns = "backupverify"
+
+// Snapshotter returns the state of every configured target.
+type Snapshotter interface {
+	Statuses() []verifier.Status
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(ns+"_"+name, help, append([]string{"target"}, labels...), nil)
+}
+
+var (
+	backupLast     = desc("backup_last_timestamp_seconds", "Creation time of the newest backup seen (Unix seconds; 0: never).")
+	backupVerified = desc("backup_verified_timestamp_seconds", "Creation time of the newest backup that passed verification (0: never).")
+	rpo            = desc("rpo_seconds", "Now minus the creation time of the newest verified backup: the RPO you have right now.")
+	rpoTarget      = desc("rpo_target_seconds", "The target's rpo objective from config.")
+	backupSize     = desc("backup_size_bytes", "Size of the newest backup.")
+	checksumOK     = desc("backup_checksum_ok", "1 if the newest verified-or-failed backup passed verification, else 0.")
+	verifiedTotal  = desc("backups_verified_total", "Backups that passed verification.")
+	verifyFailures = desc("backup_verify_failures_total", "Backups that failed verification, by reason.", "reason")
+	backupMissed   = desc("backup_missed", "1 while a backup due by backup_schedule plus backup_grace has not appeared.")
+	scanLastOK     = desc("scan_last_success_timestamp_seconds", "Last successful listing of the source (0: never).")
+	scanErrors     = desc("scan_errors_total", "Failed listings of the source.")
+)
+
+// Collector builds the per-target series from snapshots at scrape time.
+type Collector struct {
+	snap Snapshotter
+	now  func() time.Time
+}
+
+// NewCollector returns a Collector reading snap.
+func NewCollector(snap Snapshotter, now func() time.Time) *Collector {
+	return &Collector{snap: snap, now: now}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{backupLast, backupVerified, rpo, rpoTarget, backupSize, checksumOK,
+		verifiedTotal, verifyFailures, backupMissed, scanLastOK, scanErrors} {
+		ch <- d
+	}
+}
+
+func unix(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	now := c.now()
+	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
+	}
+	counter := func(d *prometheus.Desc, v float64, lv ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, lv...)
+	}
+	for _, s := range c.snap.Statuses() {
+		t := s.Target
+		var newest, size float64
+		if s.Newest != nil {
+			newest, size = unix(s.Newest.Created), float64(s.Newest.Size)
+		}
+		var verified time.Time
+		if s.LastVerified != nil {
+			verified = s.LastVerified.Created
+		}
+		gauge(backupLast, newest, t)
+		gauge(backupVerified, unix(verified), t)
+		gauge(rpo, max(0, float64(now.UnixNano())/1e9-unix(verified)), t)
+		gauge(rpoTarget, s.RPOTarget.Seconds(), t)
+		gauge(backupSize, size, t)
+		gauge(checksumOK, b2f(s.LastResult != nil && s.LastResult.OK), t)
+		counter(verifiedTotal, float64(s.VerifiedTotal), t)
+		for _, r := range verifier.Reasons {
+			counter(verifyFailures, float64(s.Failures[r]), t, string(r))
+		}
+		gauge(backupMissed, b2f(s.Missed), t)
+		gauge(scanLastOK, unix(s.ScanLastOK), t)
+		counter(scanErrors, float64(s.ScanErrors), t)
+	}
+}
+
+// BuildInfo says which build is running.
+type BuildInfo struct {
+	Version  string
+	Revision string
+}
+
+// Registry is the daemon's private registry with its daemon-wide gauges.
+type Registry struct {
+	*prometheus.Registry
+	ReloadOK      prometheus.Gauge
+	ReloadSuccess prometheus.Gauge
+}
+
+// NewRegistry registers the target collector, build_info, the config reload
+// gauges and the standard Go and process collectors on a private registry.
+func NewRegistry(snap Snapshotter, now func() time.Time, bi BuildInfo) *Registry {
+	r := &Registry{
+		Registry: prometheus.NewRegistry(),
+		ReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
+			Name: "config_last_reload_successful", Help: "1 if the last configuration load succeeded."}),
+		ReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
+			Name: "config_last_reload_success_timestamp_seconds", Help: "Time of the last successful configuration load."}),
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
+		Help: "A metric with a constant 1, labelled by version, revision and Go version."},
+		[]string{"version", "revision", "goversion"})
+	build.WithLabelValues(bi.Version, bi.Revision, runtime.Version()).Set(1)
+	r.MustRegister(NewCollector(snap, now), build, r.ReloadOK, r.ReloadSuccess,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+// MarkReload records the outcome of a configuration load.
+func (r *Registry) MarkReload(ok bool, at time.Time) {
+	r.ReloadOK.Set(b2f(ok))
+	if ok {
+		r.ReloadSuccess.Set(unix(at))
+	}
+}

@@ -1,0 +1,156 @@
+// Package pgscratch runs PostgreSQL's programs for backupverify: reading
+// archives with pg_restore, and throwaway clusters to restore into. It is
+// the only user of os/exec and pgx.
+package pgscratch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Bins is one PostgreSQL installation's bin folder.
+type Bins struct {
+	Dir   string
+	Major int
+}
+
+// Path returns the path of one of its programs.
+func (b Bins) Path(prog string) string { return filepath.Join(b.Dir, prog) }
+
+// searchDirs are the usual install paths, newest major first once sorted.
+var searchGlobs = []string{
+	"/usr/lib/postgresql/*/bin", // Debian, Ubuntu
+	"/usr/pgsql-*/bin",          // PGDG RPMs
+	"/usr/local/pgsql*/bin",     // source builds
+	"/opt/homebrew/opt/postgresql@*/bin",
+	"/usr/local/opt/postgresql@*/bin",
+}
+
+// FindBins returns the PostgreSQL installation to use: dir when set,
+// else the highest major among the usual install paths, pg_config's bindir
+// and $PATH. An archive needs a pg_restore at least as new as its pg_dump, so
+// the newest one wins.
+func FindBins(dir string) (Bins, error) {
+	if dir != "" {
+		major, err := majorOf(filepath.Join(dir, "pg_restore"))
+		if err != nil {
+			return Bins{}, fmt.Errorf("pg_bin_dir %s: %w", dir, err)
+		}
+		return Bins{Dir: dir, Major: major}, nil
+	}
+	var cands []string
+	for _, g := range searchGlobs {
+		m, _ := filepath.Glob(g)
+		cands = append(cands, m...)
+	}
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		cands = append(cands, strings.TrimSpace(string(out)))
+	}
+	if p, err := exec.LookPath("pg_restore"); err == nil {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r
+		}
+		cands = append(cands, filepath.Dir(p))
+	}
+	var found []Bins
+	for _, d := range cands {
+		if m, err := majorOf(filepath.Join(d, "pg_restore")); err == nil {
+			found = append(found, Bins{Dir: d, Major: m})
+		}
+	}
+	if len(found) == 0 {
+		return Bins{}, errors.New("no PostgreSQL client programs found (looked for pg_restore in /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, pg_config --bindir and $PATH); install PostgreSQL's client and server packages or set pg_bin_dir")
+	}
+	sort.SliceStable(found, func(i, j int) bool { return found[i].Major > found[j].Major })
+	return found[0], nil
+}
+
+var versionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)(?:\.\d+)?`)
+
+func majorOf(prog string) (int, error) {
+	out, err := exec.Command(prog, "--version").Output()
+	if err != nil {
+		return 0, fmt.Errorf("run %s --version: %w", prog, err)
+	}
+	m := versionRE.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("%s --version said %q", prog, strings.TrimSpace(string(out)))
+	}
+	return strconv.Atoi(string(m[1]))
+}
+
+// ArchiveReader reads custom-format archives with `pg_restore -f /dev/null`,
+// which reads every data block (and catches truncation that --list misses)
+// without restoring anything.
+type ArchiveReader struct {
+	Bins Bins
+}
+
+// ReadArchive implements verifier.ArchiveReader.
+func (a ArchiveReader) ReadArchive(ctx context.Context, r io.Reader) error {
+	cmd := command(ctx, a.Bins.Path("pg_restore"), "-f", os.DevNull)
+	cmd.Stdin = r
+	stderr := &limitedBuffer{max: 4096}
+	cmd.Stderr = stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("pg_restore %d: %s", a.Bins.Major, firstLines(stderr.String(), err))
+	}
+	return nil
+}
+
+// command runs prog in its own process group, so that cancelling ctx kills
+// it and every child it started, and never waits on pipes forever.
+func command(ctx context.Context, prog string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// firstLines condenses a program's stderr into one message.
+func firstLines(stderr string, err error) string {
+	s := strings.TrimSpace(stderr)
+	if s == "" {
+		return err.Error()
+	}
+	lines := strings.Split(s, "\n")
+	if len(lines) > 3 {
+		lines = append(lines[:3], fmt.Sprintf("(%d more lines)", len(lines)-3))
+	}
+	return strings.Join(lines, "; ")
+}
+
+// limitedBuffer keeps the first max bytes written to it.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.max - l.Len(); room > 0 {
+		if len(p) > room {
+			l.Buffer.Write(p[:room])
+		} else {
+			l.Buffer.Write(p)
+		}
+	}
+	return len(p), nil
+}

@@ -1,0 +1,62 @@
+// Package verifier is backupverify's domain: finding backups in a source,
+// verifying them, and keeping what it learnt per target. It imports neither the
+// AWS SDK, nor pgx, nor Prometheus: those sit behind the small interfaces here.
+package verifier
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotFound is returned by a Source for a key that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Object is one entry of a source listing. Keys are relative to the source's
+// root (an S3 prefix or a folder) and use / as separator.
+type Object struct {
+	Key          string
+	Size         int64
+	ETag         string // changes whenever the content is replaced
+	LastModified time.Time
+}
+
+// Source is where a target's backups are stored.
+type Source interface {
+	// List returns every object below the source's root, in any order.
+	// It is one pass over the listing: no per-object requests.
+	List(ctx context.Context) ([]Object, error)
+	// Open streams an object's content from its first byte. It returns an
+	// error wrapping ErrNotFound if the key does not exist. Reads from the
+	// returned body fail, rather than block forever, when the store stalls.
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
+	// StoredChecksum returns the sha256 the store keeps for the object, as
+	// lower-case hex: S3's full-object x-amz-checksum-sha256, else the
+	// x-amz-meta-sha256 metadata. It returns "" when the store keeps none.
+	StoredChecksum(ctx context.Context, key string) (string, error)
+	// String describes the source for logs and reports; it holds no secret.
+	String() string
+}
+
+// ArchiveReader reads a pg_dump custom-format archive end to end as a restore
+// would, without restoring it anywhere.
+type ArchiveReader interface {
+	// ReadArchive consumes r until the archive ends. It returns an error
+	// saying what is wrong when the archive cannot be read to its end.
+	ReadArchive(ctx context.Context, r io.Reader) error
+}
+
+// Reason is the closed set of verification failures; it is a metric label.
+type Reason string
+
+// Verification failure reasons.
+const (
+	ReasonMismatch          Reason = "mismatch"
+	ReasonMissingChecksum   Reason = "missing_checksum"
+	ReasonUnreadableArchive Reason = "unreadable_archive"
+	ReasonDownloadError     Reason = "download_error"
+)
+
+// Reasons lists every Reason, for metrics that must exist at 0.
+var Reasons = []Reason{ReasonMismatch, ReasonMissingChecksum, ReasonUnreadableArchive, ReasonDownloadError}

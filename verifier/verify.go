@@ -1,0 +1,212 @@
+package verifier
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Result is the outcome of verifying one backup.
+type Result struct {
+	Key          string    `json:"key"`
+	ETag         string    `json:"etag"`
+	Size         int64     `json:"size"`
+	LastModified time.Time `json:"last_modified"`
+	// Created is the backup's time: the archive header's creation time when it
+	// can be read, else the object's LastModified; never later than when it was
+	// first seen.
+	Created       time.Time   `json:"created"`
+	DatedInFuture bool        `json:"dated_in_future,omitempty"`
+	Archive       ArchiveInfo `json:"archive"`
+	SHA256        string      `json:"sha256,omitempty"`
+	Expected      string      `json:"expected_sha256,omitempty"`
+	ChecksumFrom  string      `json:"checksum_from,omitempty"`
+	BytesRead     int64       `json:"bytes_read"`
+	Started       time.Time   `json:"started"`
+	Duration      Seconds     `json:"duration_seconds"`
+	OK            bool        `json:"ok"`
+	Reason        Reason      `json:"reason,omitempty"`
+	Error         string      `json:"error,omitempty"`
+}
+
+// Seconds is a duration written as fractional seconds in JSON.
+type Seconds float64
+
+// D converts to a time.Duration.
+func (s Seconds) D() time.Duration { return time.Duration(float64(s) * float64(time.Second)) }
+
+func secondsOf(d time.Duration) Seconds { return Seconds(d.Seconds()) }
+
+// futureSlack is how far a backup's time may lie ahead of the clock or of its
+// own upload before it is taken as wrongly dated.
+const futureSlack = 5 * time.Minute
+
+// Verify streams a backup once: sha256 while reading, and the archive read to
+// its end (pg_restore for custom format, full decompression and the end-of-dump
+// marker for plain SQL). Nothing is written to disk. It returns an error only
+// when ctx was cancelled; every other failure is in the Result.
+func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, now func() time.Time) (Result, error) {
+	start := now()
+	r := Result{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Started: start}
+	fail := func(reason Reason, err error) (Result, error) {
+		if ctx.Err() != nil {
+			return r, ctx.Err()
+		}
+		r.Reason, r.Error = reason, err.Error()
+		r.Duration = secondsOf(now().Sub(start))
+		r.setCreated(now)
+		return r, nil
+	}
+
+	expected, from, err := expectedChecksum(ctx, src, b)
+	if err != nil {
+		if errors.Is(err, errMissingChecksum) {
+			return fail(ReasonMissingChecksum, err)
+		}
+		return fail(ReasonDownloadError, err)
+	}
+	r.Expected, r.ChecksumFrom = expected, from
+
+	body, err := src.Open(ctx, b.Key)
+	if err != nil {
+		return fail(ReasonDownloadError, fmt.Errorf("open %s: %w", b.Key, err))
+	}
+	defer body.Close()
+	rec := &errRecorder{r: body}
+	h := sha256.New()
+	counted := &countingWriter{}
+	br := bufio.NewReaderSize(io.TeeReader(rec, io.MultiWriter(h, counted)), 256<<10)
+
+	info, archiveErr := readArchive(ctx, br, ar)
+	r.Archive = info
+	// Whatever the archive reader left (it stops early on a broken archive)
+	// is still hashed, so a bit flip is told apart from a broken dump.
+	_, _ = io.Copy(io.Discard, br)
+	r.BytesRead = counted.n
+	r.SHA256 = hex.EncodeToString(h.Sum(nil))
+	switch {
+	case rec.err != nil:
+		return fail(ReasonDownloadError, fmt.Errorf("read %s after %d bytes: %w", b.Key, counted.n, rec.err))
+	case counted.n != b.Size && b.Size > 0:
+		return fail(ReasonDownloadError, fmt.Errorf("read %s: got %d bytes, the listing says %d (replaced while reading?)", b.Key, counted.n, b.Size))
+	case expected != "" && r.SHA256 != expected:
+		return fail(ReasonMismatch, fmt.Errorf("sha256 of %s is %s, %s says %s", b.Key, r.SHA256, from, expected))
+	case archiveErr != nil:
+		return fail(ReasonUnreadableArchive, fmt.Errorf("%s: %w", b.Key, archiveErr))
+	}
+	r.OK = true
+	r.Duration = secondsOf(now().Sub(start))
+	r.setCreated(now)
+	return r, nil
+}
+
+// setCreated sets the backup's time: the header time when it is plausible,
+// else LastModified, and never later than now, so that a wrongly dated backup
+// cannot make RPO look better than it is.
+func (r *Result) setCreated(now func() time.Time) {
+	raw := r.LastModified
+	if !r.Archive.Created.IsZero() {
+		raw = r.Archive.Created
+	}
+	t := raw
+	if !r.Archive.Created.IsZero() && !r.LastModified.IsZero() && t.After(r.LastModified.Add(futureSlack)) {
+		t = r.LastModified
+	}
+	if n := now(); t.After(n.Add(futureSlack)) {
+		t = n
+	}
+	r.Created, r.DatedInFuture = t, !t.Equal(raw)
+}
+
+// readArchive reads the archive to its end and reports what its header says.
+func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader) (ArchiveInfo, error) {
+	head := peek(br, 8192)
+	switch {
+	case bytes.HasPrefix(head, []byte("PGDMP")):
+		info, err := parseCustomHeader(head)
+		if err != nil {
+			return info, err
+		}
+		return info, ar.ReadArchive(ctx, br)
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			return ArchiveInfo{Format: FormatSQLGzip}, fmt.Errorf("gzip: %w", err)
+		}
+		info, err := readSQL(ctx, gz)
+		info.Format = FormatSQLGzip
+		if err != nil {
+			return info, fmt.Errorf("gzip: %w", err)
+		}
+		return info, nil
+	case len(head) == 0:
+		return ArchiveInfo{}, errors.New("the backup is empty")
+	default:
+		return readSQL(ctx, br)
+	}
+}
+
+// readSQL reads a plain-format dump to its end and checks pg_dump's closing marker.
+func readSQL(ctx context.Context, r io.Reader) (ArchiveInfo, error) {
+	headBuf := make([]byte, 8192)
+	n, err := io.ReadFull(r, headBuf)
+	headBuf = headBuf[:n]
+	if !bytes.Contains(headBuf, []byte("-- PostgreSQL database dump")) {
+		return ArchiveInfo{Format: FormatSQL}, errors.New("not a pg_dump archive: neither custom format nor a plain SQL dump")
+	}
+	info := parseSQLHeader(headBuf)
+	tail := &tailWriter{max: 256}
+	_, _ = tail.Write(headBuf)
+	if err == nil {
+		_, err = io.Copy(tail, ctxReader{ctx, r})
+	} else if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	if err != nil {
+		return info, err
+	}
+	if !tail.complete() {
+		return info, errors.New("plain SQL dump ends without pg_dump's \"dump complete\" marker: it was cut short")
+	}
+	return info, nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// errRecorder remembers the first error, other than EOF, that its reader returned.
+type errRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errRecorder) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
+}

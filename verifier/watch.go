@@ -1,0 +1,409 @@
+package verifier
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/backupverify/backupverify/config"
+	"github.com/robfig/cron/v3"
+)
+
+// Backup statuses in the catalogue.
+const (
+	StatusVerified = "verified"
+	StatusFailed   = "failed"
+	// StatusSkipped marks a backup catalogued without being read: on a first
+	// start only the newest verify_last backups are verified.
+	StatusSkipped = "skipped"
+)
+
+// Record is what the catalogue remembers of one backup version.
+type Record struct {
+	Key          string    `json:"key"`
+	ETag         string    `json:"etag"`
+	Size         int64     `json:"size"`
+	LastModified time.Time `json:"last_modified"`
+	Created      time.Time `json:"created"`
+	Status       string    `json:"status"`
+	Reason       Reason    `json:"reason,omitempty"`
+}
+
+// watchState is persisted per target so that a restart neither re-verifies
+// what was verified nor forgets the newest verified backup.
+type watchState struct {
+	Version   int                `json:"version"`
+	Catalogue map[string]*Record `json:"catalogue"` // by Backup.ID
+	// LastVerified is the newest backup (by creation time) that passed.
+	LastVerified *Result `json:"last_verified,omitempty"`
+	// LastResult is the newest backup's latest completed verification.
+	LastResult *Result `json:"last_result,omitempty"`
+	// Since is when watching began: the reference for a missed first backup.
+	Since time.Time `json:"since"`
+}
+
+// Status is a snapshot of one target's watch loop, for metrics and pages.
+type Status struct {
+	Target         string
+	RPOTarget      time.Duration
+	Source         string
+	Newest         *Record // newest backup seen; nil when none
+	LastResult     *Result // newest completed verification of the newest backup
+	LastVerified   *Result // newest backup that passed
+	Missed         bool
+	NextBackupDue  time.Time
+	VerifiedTotal  uint64
+	Failures       map[Reason]uint64
+	ScanLastOK     time.Time
+	ScanErrors     uint64
+	ScanLastError  string
+	Catalogued     int
+	VerifyInFlight bool
+}
+
+// Watcher runs the watch loop of one target.
+type Watcher struct {
+	target  config.Target
+	src     Source
+	archive ArchiveReader
+	log     *slog.Logger
+	now     func() time.Time
+	match   *regexp.Regexp
+	sched   cron.Schedule // nil without backup_schedule
+	file    string        // state file
+
+	mu       sync.Mutex
+	st       watchState
+	newest   *Record
+	verified uint64
+	failures map[Reason]uint64
+	scanOK   time.Time
+	scanErrs uint64
+	scanErr  string
+	inFlight bool
+	kick     chan struct{}
+}
+
+// NewWatcher loads the target's state from stateDir and returns its watcher.
+func NewWatcher(t config.Target, src Source, ar ArchiveReader, stateDir string, log *slog.Logger, now func() time.Time) (*Watcher, error) {
+	match, err := config.CompileGlob(t.Match)
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{
+		target: t, src: src, archive: ar, now: now, match: match,
+		log:      log.With("target", t.Name),
+		file:     filepath.Join(stateDir, "targets", t.Name, "watch.json"),
+		failures: map[Reason]uint64{},
+		kick:     make(chan struct{}, 1),
+	}
+	for _, r := range Reasons {
+		w.failures[r] = 0
+	}
+	if t.BackupSchedule != "" {
+		if w.sched, err = cron.ParseStandard(t.BackupSchedule); err != nil {
+			return nil, fmt.Errorf("backup_schedule: %w", err)
+		}
+	}
+	if err := w.load(); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Name returns the target's name.
+func (w *Watcher) Name() string { return w.target.Name }
+
+// Target returns the target's configuration.
+func (w *Watcher) Target() config.Target { return w.target }
+
+func (w *Watcher) load() error {
+	b, err := os.ReadFile(w.file)
+	if errors.Is(err, fs.ErrNotExist) {
+		w.st = watchState{Version: 1, Catalogue: map[string]*Record{}, Since: w.now()}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	if err := json.Unmarshal(b, &w.st); err != nil {
+		// A broken state file loses only the catalogue: the next scan
+		// re-verifies the newest backup. Keep the broken file for a look.
+		w.log.Warn("state file unreadable; starting afresh", "file", w.file, "err", err)
+		_ = os.Rename(w.file, w.file+".broken")
+		w.st = watchState{Version: 1, Catalogue: map[string]*Record{}, Since: w.now()}
+		return nil
+	}
+	if w.st.Catalogue == nil {
+		w.st.Catalogue = map[string]*Record{}
+	}
+	if w.st.LastResult != nil {
+		w.newest = &Record{Key: w.st.LastResult.Key, ETag: w.st.LastResult.ETag, Size: w.st.LastResult.Size,
+			LastModified: w.st.LastResult.LastModified, Created: w.st.LastResult.Created}
+	}
+	return nil
+}
+
+func (w *Watcher) save() error {
+	b, err := json.Marshal(&w.st)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(w.file, b)
+}
+
+// WriteFileAtomic writes a file through a temporary file and a rename, so a
+// crash leaves the old content or the new, never half of it.
+func WriteFileAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// Kick asks the loop to scan now.
+func (w *Watcher) Kick() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// dueSettle is how long after a scheduled backup time the loop looks again.
+const dueSettle = 5 * time.Second
+
+// Run scans every poll, and just after each time the backup schedule says a
+// backup is due, until ctx ends.
+func (w *Watcher) Run(ctx context.Context) error {
+	for {
+		w.Scan(ctx)
+		now := w.now()
+		wait := w.target.Poll.D()
+		if w.sched != nil {
+			if d := w.sched.Next(now).Add(dueSettle).Sub(now); d < wait {
+				wait = d
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		case <-w.kick:
+			t.Stop()
+		}
+	}
+}
+
+// Scan lists the source once and verifies the backups not seen before,
+// newest first. On a first start (empty catalogue) only the newest
+// verify_last are verified; the others are catalogued unread.
+func (w *Watcher) Scan(ctx context.Context) {
+	objs, err := w.src.List(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		w.mu.Lock()
+		w.scanErrs++
+		w.scanErr = err.Error()
+		w.mu.Unlock()
+		w.log.Error("list source failed", "source", w.src.String(), "err", err)
+		return
+	}
+	backups := Discover(objs, &w.target, w.match)
+
+	w.mu.Lock()
+	w.scanOK = w.now()
+	w.scanErr = ""
+	cold := len(w.st.Catalogue) == 0
+	live := make(map[string]bool, len(backups))
+	var todo []Backup
+	for i, b := range backups {
+		live[b.ID()] = true
+		if _, seen := w.st.Catalogue[b.ID()]; seen {
+			continue
+		}
+		if cold && i >= w.target.VerifyLast {
+			w.st.Catalogue[b.ID()] = &Record{Key: b.Key, ETag: b.ETag, Size: b.Size,
+				LastModified: b.LastModified, Created: b.LastModified, Status: StatusSkipped}
+			continue
+		}
+		todo = append(todo, b)
+	}
+	changed := len(todo) > 0 || cold && len(backups) > 0
+	for id := range w.st.Catalogue {
+		if !live[id] {
+			delete(w.st.Catalogue, id)
+			changed = true
+		}
+	}
+	w.newest = nil
+	if len(backups) > 0 {
+		if rec, ok := w.st.Catalogue[backups[0].ID()]; ok {
+			w.newest = rec
+		} else {
+			b := backups[0]
+			w.newest = &Record{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Created: b.LastModified}
+		}
+	}
+	if cold && len(backups) > len(todo) {
+		w.log.Info("first scan: catalogued older backups without reading them",
+			"catalogued", len(backups)-len(todo), "verifying", len(todo))
+	}
+	w.mu.Unlock()
+
+	for _, b := range todo {
+		if ctx.Err() != nil {
+			return
+		}
+		w.verifyOne(ctx, b, b.ID() == backups[0].ID())
+	}
+	if changed {
+		w.mu.Lock()
+		err := w.save()
+		w.mu.Unlock()
+		if err != nil {
+			w.log.Error("save state failed", "file", w.file, "err", err)
+		}
+	}
+}
+
+// pending says whether a failure may only mean the backup is still being
+// written: its checksum file is missing or older than the dump, and the dump
+// is younger than backup_grace. Such a backup is tried again next scan.
+func (w *Watcher) pending(b Backup, r Result) bool {
+	young := w.now().Sub(b.LastModified) < w.target.BackupGrace.D()
+	switch r.Reason {
+	case ReasonMissingChecksum:
+		return young
+	case ReasonMismatch:
+		return young && b.ChecksumKey != "" && b.ChecksumModified.Before(b.LastModified)
+	}
+	return false
+}
+
+func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
+	w.mu.Lock()
+	w.inFlight = true
+	w.mu.Unlock()
+	w.log.Info("verifying backup", "key", b.Key, "size", b.Size, "checksum", b.ChecksumKind)
+	r, err := Verify(ctx, w.src, w.archive, b, w.now)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.inFlight = false
+	if err != nil {
+		return // cancelled: nothing was learnt
+	}
+	if !r.OK && w.pending(b, r) {
+		w.log.Info("backup not complete yet; will look again", "key", b.Key, "reason", r.Reason, "err", r.Error)
+		return
+	}
+	rec := &Record{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Created: r.Created}
+	if r.OK {
+		rec.Status = StatusVerified
+		w.verified++
+		if w.st.LastVerified == nil || !r.Created.Before(w.st.LastVerified.Created) {
+			rr := r
+			w.st.LastVerified = &rr
+		}
+		if r.DatedInFuture {
+			w.log.Warn("backup is dated in the future; using the time it was seen", "key", b.Key,
+				"header_time", r.Archive.Created, "last_modified", r.LastModified)
+		}
+		w.log.Info("backup verified", "key", b.Key, "sha256", r.SHA256, "created", r.Created,
+			"bytes", r.BytesRead, "seconds", float64(r.Duration))
+	} else {
+		rec.Status, rec.Reason = StatusFailed, r.Reason
+		w.failures[r.Reason]++
+		w.log.Error("backup failed verification", "key", b.Key, "reason", r.Reason, "err", r.Error)
+	}
+	w.st.Catalogue[b.ID()] = rec
+	if newest {
+		rr := r
+		w.st.LastResult = &rr
+		w.newest = rec
+	}
+}
+
+// VerifyNewest verifies the newest backup now, without touching the
+// watcher's state: the one-shot `backupverify verify`.
+func (w *Watcher) VerifyNewest(ctx context.Context) (Result, error) {
+	objs, err := w.src.List(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("list %s: %w", w.src, err)
+	}
+	backups := Discover(objs, &w.target, w.match)
+	if len(backups) == 0 {
+		return Result{}, fmt.Errorf("no backups matching %q in %s", w.target.Match, w.src)
+	}
+	return Verify(ctx, w.src, w.archive, backups[0], w.now)
+}
+
+// Status returns a snapshot; Missed is computed against the clock now.
+func (w *Watcher) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := Status{
+		Target: w.target.Name, RPOTarget: w.target.RPO.D(), Source: w.src.String(),
+		VerifiedTotal: w.verified, ScanLastOK: w.scanOK, ScanErrors: w.scanErrs, ScanLastError: w.scanErr,
+		Catalogued: len(w.st.Catalogue), VerifyInFlight: w.inFlight,
+		Failures: make(map[Reason]uint64, len(w.failures)),
+	}
+	for k, v := range w.failures {
+		s.Failures[k] = v
+	}
+	if w.newest != nil {
+		n := *w.newest
+		s.Newest = &n
+	}
+	if w.st.LastResult != nil {
+		r := *w.st.LastResult
+		s.LastResult = &r
+	}
+	if w.st.LastVerified != nil {
+		r := *w.st.LastVerified
+		s.LastVerified = &r
+	}
+	if w.sched != nil {
+		ref := w.st.Since
+		if s.Newest != nil {
+			ref = s.Newest.Created
+		}
+		s.NextBackupDue, s.Missed = missed(w.sched, ref, w.target.BackupGrace.D(), w.now())
+	}
+	return s
+}
+
+// missed says whether a backup due by the schedule after ref has not appeared
+// within grace. A backup a little early for its slot still counts for it.
+func missed(sched cron.Schedule, ref time.Time, grace time.Duration, now time.Time) (due time.Time, late bool) {
+	slack := min(grace, time.Minute)
+	due = sched.Next(ref.Add(slack))
+	return due, !now.Before(due.Add(grace))
+}
