@@ -204,14 +204,22 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 	// Targets are decoded one by one over their defaults.
 	var targetsNode *yaml.Node
 	if doc.Kind == yaml.MappingNode {
+		rest := *doc
+		rest.Content = nil
 		for i := 0; i+1 < len(doc.Content); i += 2 {
-			if doc.Content[i].Value == "targets" {
+			if doc.Content[i].Value == "targets" && targetsNode == nil {
 				targetsNode = doc.Content[i+1]
 				p.lines["targets"] = doc.Content[i].Line
+				continue
 			}
+			rest.Content = append(rest.Content, doc.Content[i], doc.Content[i+1])
 		}
+		doc = &rest
 	}
 	d.decode(doc, reflect.ValueOf(c).Elem(), "")
+	if targetsNode != nil && targetsNode.Kind != yaml.SequenceNode && targetsNode.Tag != "!!null" {
+		p.at("targets", targetsNode.Line, "expected a list, got %s", kindName(targetsNode))
+	}
 	if targetsNode != nil && targetsNode.Kind == yaml.SequenceNode {
 		c.Targets = make([]Target, len(targetsNode.Content))
 		for i, tn := range targetsNode.Content {

@@ -1,0 +1,280 @@
+// Package daemon wires backupverify together: it builds each target's source
+// and loops from the configuration, reloads it, and serves HTTP.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"reflect"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/backupverify/backupverify/config"
+	"github.com/backupverify/backupverify/metrics"
+	"github.com/backupverify/backupverify/verifier"
+	"github.com/backupverify/backupverify/verifier/filesource"
+	"github.com/backupverify/backupverify/verifier/pgscratch"
+	"github.com/backupverify/backupverify/verifier/s3source"
+)
+
+// NewSource builds the Source a target's source URL names.
+func NewSource(ctx context.Context, c *config.Config, t config.Target) (verifier.Source, error) {
+	if bucket, prefix, err := config.ParseS3URL(t.Source); err == nil {
+		return s3source.New(ctx, s3source.Options{
+			Bucket: bucket, Prefix: prefix, Region: c.S3.Region, Endpoint: c.S3.Endpoint,
+			PathStyle: c.S3.PathStyle, MaxAttempts: c.S3.MaxAttempts, ReadTimeout: c.S3.ReadTimeout.D(),
+		})
+	}
+	return filesource.New(config.FilePath(t.Source)), nil
+}
+
+// NewWatchers builds a watcher per target of c (or only the one named).
+func NewWatchers(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*verifier.Watcher, error) {
+	bins, err := pgscratch.FindBins(c.PGBinDir)
+	if err != nil {
+		return nil, err
+	}
+	var out []*verifier.Watcher
+	for _, t := range c.Targets {
+		if only != "" && t.Name != only {
+			continue
+		}
+		w, err := newWatcher(ctx, c, t, bins, log, now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	if only != "" && len(out) == 0 {
+		return nil, fmt.Errorf("no target named %q in the configuration", only)
+	}
+	return out, nil
+}
+
+func newWatcher(ctx context.Context, c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) (*verifier.Watcher, error) {
+	src, err := NewSource(ctx, c, t)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	w, err := verifier.NewWatcher(t, src, pgscratch.ArchiveReader{Bins: bins}, c.StateDir, log, now)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	return w, nil
+}
+
+// Options configure a Daemon.
+type Options struct {
+	ConfigPath string
+	Log        *slog.Logger
+	Build      metrics.BuildInfo
+	Now        func() time.Time
+	// Reload receives a value for every SIGHUP.
+	Reload <-chan struct{}
+	// Listening, if set, is called with the bound address once serving.
+	Listening func(addr string)
+}
+
+// Daemon runs every target's loops and the HTTP server.
+type Daemon struct {
+	opt   Options
+	log   *slog.Logger
+	reg   *metrics.Registry
+	ready atomic.Bool
+
+	mu      sync.Mutex
+	cfg     *config.Config
+	targets map[string]*running
+	wg      sync.WaitGroup
+}
+
+type running struct {
+	t      config.Target
+	s3     config.S3Config
+	w      *verifier.Watcher
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New loads the configuration; an invalid one is an error.
+func New(opt Options) (*Daemon, error) {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	c, err := config.Load(opt.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{opt: opt, log: opt.Log, cfg: c, targets: map[string]*running{}}
+	d.reg = metrics.NewRegistry(d, opt.Now, opt.Build)
+	d.reg.MarkReload(true, opt.Now())
+	return d, nil
+}
+
+// Statuses implements metrics.Snapshotter, in target name order.
+func (d *Daemon) Statuses() []verifier.Status {
+	d.mu.Lock()
+	ws := make([]*verifier.Watcher, 0, len(d.targets))
+	for _, r := range d.targets {
+		ws = append(ws, r.w)
+	}
+	d.mu.Unlock()
+	out := make([]verifier.Status, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, w.Status())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
+	return out
+}
+
+// Run serves until ctx ends, then stops every loop and the server.
+func (d *Daemon) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", d.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", d.cfg.Listen, err)
+	}
+	if err := d.apply(ctx, d.cfg); err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	d.ready.Store(true)
+	d.log.Info("serving", "addr", ln.Addr().String(), "targets", len(d.cfg.Targets), "state_dir", d.cfg.StateDir)
+	if d.opt.Listening != nil {
+		d.opt.Listening(ln.Addr().String())
+	}
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-serveErr:
+			runErr = fmt.Errorf("http server: %w", err)
+			break loop
+		case <-d.opt.Reload:
+			if err := d.Reload(ctx); err != nil {
+				d.log.Error("config reload failed; keeping the running config", "err", err)
+			}
+		}
+	}
+	d.ready.Store(false)
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		d.log.Warn("http shutdown", "err", err)
+	}
+	d.mu.Lock()
+	for name, r := range d.targets {
+		r.cancel()
+		delete(d.targets, name)
+	}
+	d.mu.Unlock()
+	d.wg.Wait()
+	d.log.Info("stopped")
+	return runErr
+}
+
+// Reload re-reads the configuration file. A bad file keeps the running
+// configuration and sets the reload gauges.
+func (d *Daemon) Reload(ctx context.Context) error {
+	c, err := config.Load(d.opt.ConfigPath)
+	if err == nil {
+		err = d.apply(ctx, c)
+	}
+	d.reg.MarkReload(err == nil, d.opt.Now())
+	if err != nil {
+		return err
+	}
+	d.log.Info("config reloaded", "targets", len(c.Targets))
+	return nil
+}
+
+// apply starts, restarts and stops target loops to match c.
+func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
+	d.mu.Lock()
+	old := d.cfg
+	d.mu.Unlock()
+	if old != nil && c != old {
+		if c.Listen != old.Listen {
+			d.log.Warn("listen changed in the config; it takes effect at restart", "listen", c.Listen)
+		}
+		if c.StateDir != old.StateDir {
+			return fmt.Errorf("state_dir changed from %s to %s: restart the daemon to move it", old.StateDir, c.StateDir)
+		}
+	}
+	bins, err := pgscratch.FindBins(c.PGBinDir)
+	if err != nil {
+		return err
+	}
+	// Build every new watcher before touching the running ones, so that a
+	// failure leaves the old set untouched.
+	fresh := map[string]*verifier.Watcher{}
+	d.mu.Lock()
+	current := d.targets
+	d.mu.Unlock()
+	for _, t := range c.Targets {
+		if r, ok := current[t.Name]; ok && reflect.DeepEqual(r.t, t) && r.s3 == c.S3 {
+			continue
+		}
+		w, err := newWatcher(ctx, c, t, bins, d.log, d.opt.Now)
+		if err != nil {
+			return err
+		}
+		fresh[t.Name] = w
+	}
+	keep := map[string]bool{}
+	for _, t := range c.Targets {
+		keep[t.Name] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, r := range d.targets {
+		if !keep[name] || fresh[name] != nil {
+			r.cancel()
+			<-r.done
+			delete(d.targets, name)
+			if !keep[name] {
+				d.log.Info("target removed", "target", name)
+			}
+		}
+	}
+	for _, t := range c.Targets {
+		w := fresh[t.Name]
+		if w == nil {
+			continue
+		}
+		tctx, cancel := context.WithCancel(ctx)
+		r := &running{t: t, s3: c.S3, w: w, cancel: cancel, done: make(chan struct{})}
+		d.targets[t.Name] = r
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer close(r.done)
+			defer func() {
+				if p := recover(); p != nil {
+					d.log.Error("watch loop panicked", "target", t.Name, "panic", fmt.Sprint(p))
+				}
+			}()
+			_ = w.Run(tctx)
+		}()
+	}
+	d.cfg = c
+	return nil
+}
+
+// Config returns the running configuration.
+func (d *Daemon) Config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
