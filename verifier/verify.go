@@ -91,6 +91,9 @@ func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, now fun
 	_, _ = io.Copy(io.Discard, br)
 	r.BytesRead = counted.n
 	r.SHA256 = hex.EncodeToString(h.Sum(nil))
+	if ctx.Err() != nil {
+		return r, ctx.Err() // a cancelled read proves nothing either way
+	}
 	switch {
 	case rec.err != nil:
 		return fail(ReasonDownloadError, fmt.Errorf("read %s after %d bytes: %w", b.Key, counted.n, rec.err))
