@@ -150,3 +150,15 @@ func TestExpandEnvLeavesBareDollar(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+func TestExampleConfigsAreValid(t *testing.T) {
+	files, _ := filepath.Glob("../deploy/examples/*.yml")
+	if len(files) == 0 {
+		t.Fatal("no example configs found")
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}

@@ -1,0 +1,209 @@
+// Command backupverify-quickstart shows backupverify working on one machine:
+// it creates a sample CRM database in a throwaway PostgreSQL cluster, takes
+// pg_dump backups of it into a local folder on a schedule, with CHECKSUM
+// manifests (a stand-in for your backup job), and runs the daemon against
+// that folder.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"github.com/robfig/cron/v3"
+
+	"github.com/backupverify/backupverify/daemon"
+	"github.com/backupverify/backupverify/internal/sampledata"
+	"github.com/backupverify/backupverify/metrics"
+	"github.com/backupverify/backupverify/verifier/pgscratch"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "backupverify-quickstart:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	dir      string
+	listen   string
+	schedule string
+	rows     int
+	duration time.Duration
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("backupverify-quickstart", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.dir, "dir", "quickstart-data", "folder for the sample cluster, backups, config and state")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:9847", "where the daemon serves /metrics and the status page")
+	fs.StringVar(&o.schedule, "backup-schedule", "*/2 * * * *", "cron spec of the sample backup job")
+	fs.IntVar(&o.rows, "rows", 20000, "contacts in the sample database (leads are twice as many)")
+	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	log := slog.New(tint.NewHandler(stderr, &tint.Options{TimeFormat: time.TimeOnly}))
+	return quickstart(ctx, o, stdout, log)
+}
+
+func quickstart(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) error {
+	sched, err := cron.ParseStandard(o.schedule)
+	if err != nil {
+		return fmt.Errorf("--backup-schedule: %w", err)
+	}
+	dir, err := filepath.Abs(o.dir)
+	if err != nil {
+		return err
+	}
+	bins, err := pgscratch.FindBins("")
+	if err != nil {
+		return err
+	}
+	// The sample cluster is thrown away and made anew each run.
+	pgDir := filepath.Join(dir, "sample-pg")
+	if err := os.RemoveAll(pgDir); err != nil {
+		return err
+	}
+	log.Info("creating the sample database", "postgres", bins.Major, "rows", o.rows)
+	src, err := pgscratch.NewCluster(ctx, bins, pgDir)
+	if err != nil {
+		return err
+	}
+	if err := src.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := src.Remove(cctx); err != nil {
+			log.Warn("remove sample cluster", "err", err)
+		}
+	}()
+	if _, err := src.Psql(ctx, "postgres", "-c", "CREATE DATABASE crm"); err != nil {
+		return err
+	}
+	if _, err := src.Psql(ctx, "crm", "-c", sampledata.Schema+sampledata.Fill(o.rows)); err != nil {
+		return err
+	}
+
+	backups := filepath.Join(dir, "backups")
+	if err := os.MkdirAll(backups, 0o755); err != nil {
+		return err
+	}
+	if err := takeBackup(ctx, src, bins, backups, time.Now()); err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(dir, "backupverify.yml")
+	if err := os.WriteFile(cfgPath, []byte(configFor(o, dir)), 0o644); err != nil {
+		return err
+	}
+
+	d, err := daemon.New(daemon.Options{ConfigPath: cfgPath, Log: log,
+		Build: metrics.BuildInfo{Version: "quickstart", Revision: "local"},
+		Listening: func(addr string) {
+			fmt.Fprintf(stdout, `
+backupverify quick start is running.
+  status page   http://%[1]s/
+  metrics       http://%[1]s/metrics
+  status JSON   http://%[1]s/api/v1/status
+  config        %[2]s
+  backups       %[3]s  (a new pg_dump on %[4]q)
+  state         %[5]s
+Press Ctrl-C to stop.
+`, addr, cfgPath, backups, o.schedule, filepath.Join(dir, "state"))
+		}})
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+
+	for {
+		next := sched.Next(time.Now())
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(time.Until(next)):
+			if err := takeBackup(ctx, src, bins, backups, next); err != nil && ctx.Err() == nil {
+				log.Error("sample backup failed", "err", err)
+			}
+		case <-ctx.Done():
+			err := <-done
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return err // --duration ran out: a normal end
+			}
+			return err
+		}
+	}
+}
+
+func configFor(o options, dir string) string {
+	return fmt.Sprintf(`# Written by backupverify-quickstart.
+listen: %q
+state_dir: %s
+targets:
+  - name: crm
+    source: file://%s/
+    match: "**/*.dump"
+    checksum: manifest
+    backup_schedule: %q
+    backup_grace: 1m
+    poll: 15s
+    rpo: 5m
+    rto: 5m
+`, o.listen, filepath.Join(dir, "state"), filepath.Join(dir, "backups"), o.schedule)
+}
+
+// takeBackup adds a few rows, then dumps the database into
+// backups/<UTC time>/backup.dump with a CHECKSUM beside it, as backup jobs do.
+func takeBackup(ctx context.Context, src *pgscratch.Cluster, bins pgscratch.Bins, backups string, at time.Time) error {
+	if _, err := src.Psql(ctx, "crm", "-c", `INSERT INTO leads
+		SELECT max(id) + g, 1, 'web', now() FROM leads, generate_series(1, 10) g GROUP BY g`); err != nil {
+		return err
+	}
+	folder := filepath.Join(backups, at.UTC().Format("2006-01-02T1504Z"))
+	if err := os.MkdirAll(folder, 0o755); err != nil {
+		return err
+	}
+	tmp := filepath.Join(folder, ".backup.dump.partial")
+	out, err := exec.CommandContext(ctx, bins.Path("pg_dump"), "-Fc", "-d", src.DSN("crm", ""), "-f", tmp).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pg_dump: %v: %s", err, out)
+	}
+	f, err := os.Open(tmp)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(folder, "backup.dump")); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(folder, "CHECKSUM"), []byte(hex.EncodeToString(h.Sum(nil))+"  backup.dump\n"), 0o644)
+}
