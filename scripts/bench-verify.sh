@@ -58,7 +58,7 @@ versitygw --port "127.0.0.1:$PORT" --access bench --secret benchsecret posix "$W
 VGW_PID=$!
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT" && break; sleep 0.1; done
 S3="http://127.0.0.1:$PORT"
-SIG=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:benchsecret")
+SIG=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "bench:benchsecret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
 curl -sf "${SIG[@]}" -X PUT "$S3/bench" >/dev/null
 for n in big small; do
   curl -sf "${SIG[@]}" -T "$W/$n.dump" "$S3/bench/$n/backup.dump" >/dev/null
