@@ -119,7 +119,11 @@ type Check struct {
 	Equals      *float64 `yaml:"equals"`
 	MaxDrop     string   `yaml:"max_drop"`
 	MaxLag      Duration `yaml:"max_lag"`
+	Timeout     Duration `yaml:"timeout"`
 }
+
+// DefaultCheckTimeout is a check's statement timeout when none is given.
+const DefaultCheckTimeout = 5 * time.Minute
 
 // Checksum modes.
 const (
@@ -397,6 +401,11 @@ func (c *Check) validate(p *problems, path string) {
 	default:
 		p.add(path, "has %s: a check has exactly one kind", strings.Join(kinds, " and "))
 		return
+	}
+	if c.Timeout == 0 {
+		c.Timeout = Duration(DefaultCheckTimeout)
+	} else if c.Timeout < 0 {
+		p.add(path+".timeout", "must be positive")
 	}
 	bounds := c.Min != nil || c.Max != nil || c.Equals != nil
 	switch kinds[0] {

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"sync"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/backupverify/backupverify/config"
 	"github.com/backupverify/backupverify/metrics"
+	"github.com/backupverify/backupverify/scheduler"
 	"github.com/backupverify/backupverify/verifier"
 	"github.com/backupverify/backupverify/verifier/filesource"
 	"github.com/backupverify/backupverify/verifier/pgscratch"
@@ -36,20 +39,45 @@ func NewSource(ctx context.Context, c *config.Config, t config.Target) (verifier
 
 // NewWatchers builds a watcher per target of c (or only the one named).
 func NewWatchers(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*verifier.Watcher, error) {
+	parts, err := newTargets(ctx, c, only, log, now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*verifier.Watcher, len(parts))
+	for i, p := range parts {
+		out[i] = p.w
+	}
+	return out, nil
+}
+
+// NewDrillers builds a driller per target of c (or only the one named).
+func NewDrillers(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*verifier.Driller, error) {
+	parts, err := newTargets(ctx, c, only, log, now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*verifier.Driller, len(parts))
+	for i, p := range parts {
+		out[i] = p.d
+	}
+	return out, nil
+}
+
+func newTargets(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*targetParts, error) {
 	bins, err := pgscratch.FindBins(c.PGBinDir)
 	if err != nil {
 		return nil, err
 	}
-	var out []*verifier.Watcher
+	var out []*targetParts
 	for _, t := range c.Targets {
 		if only != "" && t.Name != only {
 			continue
 		}
-		w, err := newWatcher(ctx, c, t, bins, log, now)
+		p, err := newTarget(ctx, c, t, bins, log, now)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, w)
+		out = append(out, p)
 	}
 	if only != "" && len(out) == 0 {
 		return nil, fmt.Errorf("no target named %q in the configuration", only)
@@ -57,16 +85,70 @@ func NewWatchers(ctx context.Context, c *config.Config, only string, log *slog.L
 	return out, nil
 }
 
-func newWatcher(ctx context.Context, c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) (*verifier.Watcher, error) {
+// targetParts are the loops of one target.
+type targetParts struct {
+	w *verifier.Watcher
+	d *verifier.Driller
+}
+
+func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) (*targetParts, error) {
 	src, err := NewSource(ctx, c, t)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
-	w, err := verifier.NewWatcher(t, src, pgscratch.ArchiveReader{Bins: bins}, c.StateDir, log, now)
+	ar := pgscratch.ArchiveReader{Bins: bins}
+	w, err := verifier.NewWatcher(t, src, ar, c.StateDir, log, now)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
-	return w, nil
+	d := verifier.NewDriller(t, src, ar, newScratch(c, t, bins, log, now), newChecker(t), c.StateDir, log, now)
+	return &targetParts{w: w, d: d}, nil
+}
+
+func newScratch(c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) verifier.Scratch {
+	if t.Drill.Scratch == config.ScratchEmbedded {
+		return &pgscratch.Embedded{Bins: bins, Dir: filepath.Join(c.StateDir, "scratch"), Log: log, Now: now}
+	}
+	return &pgscratch.Server{Bins: bins, AdminDSN: t.Drill.Scratch, Log: log, Now: now}
+}
+
+// newChecker returns the target's integrity checks, or nil without any.
+func newChecker(t config.Target) verifier.Checker {
+	if len(t.Checks) == 0 {
+		return nil
+	}
+	return verifier.NewChecks(t.Checks)
+}
+
+// sweep removes what drills that did not finish left behind: downloaded
+// files, embedded clusters, and databases and roles on scratch servers.
+// Only one daemon may use a state_dir or a scratch server's prefix.
+func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) {
+	if err := os.RemoveAll(verifier.TempDir(c.StateDir)); err != nil {
+		log.Warn("remove leftover drill files", "err", err)
+	}
+	bins, err := pgscratch.FindBins(c.PGBinDir)
+	if err != nil {
+		return
+	}
+	emb := &pgscratch.Embedded{Bins: bins, Dir: filepath.Join(c.StateDir, "scratch"), Log: log, Now: now}
+	if err := emb.Sweep(ctx); err != nil {
+		log.Warn("sweep embedded scratch clusters", "err", err)
+	}
+	byDSN := map[string][]string{}
+	for _, t := range c.Targets {
+		if t.Drill.Scratch != config.ScratchEmbedded {
+			byDSN[t.Drill.Scratch] = append(byDSN[t.Drill.Scratch], t.Name)
+		}
+	}
+	for dsn, names := range byDSN {
+		srv := &pgscratch.Server{Bins: bins, AdminDSN: dsn, Log: log, Now: now}
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if err := srv.Sweep(sctx, names); err != nil {
+			log.Warn("sweep scratch server", "scratch", srv.Kind(), "err", err)
+		}
+		cancel()
+	}
 }
 
 // Options configure a Daemon.
@@ -92,12 +174,13 @@ type Daemon struct {
 	cfg     *config.Config
 	targets map[string]*running
 	wg      sync.WaitGroup
+	sched   *scheduler.Scheduler
 }
 
 type running struct {
-	t      config.Target
-	s3     config.S3Config
-	w      *verifier.Watcher
+	t config.Target
+	c *config.Config
+	*targetParts
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -120,14 +203,21 @@ func New(opt Options) (*Daemon, error) {
 // Statuses implements metrics.Snapshotter, in target name order.
 func (d *Daemon) Statuses() []verifier.Status {
 	d.mu.Lock()
-	ws := make([]*verifier.Watcher, 0, len(d.targets))
+	rs := make([]*running, 0, len(d.targets))
 	for _, r := range d.targets {
-		ws = append(ws, r.w)
+		rs = append(rs, r)
 	}
+	sched := d.sched
 	d.mu.Unlock()
-	out := make([]verifier.Status, 0, len(ws))
-	for _, w := range ws {
-		out = append(out, w.Status())
+	out := make([]verifier.Status, 0, len(rs))
+	for _, r := range rs {
+		st := r.w.Status()
+		st.Drill = r.d.Status()
+		if sched != nil {
+			st.NextDrill, st.DrillInterval = sched.Next(r.t.Name), sched.Interval(r.t.Name)
+			st.Drill.InProgress = st.Drill.InProgress || sched.Running(r.t.Name)
+		}
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
 	return out
@@ -139,8 +229,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", d.cfg.Listen, err)
 	}
+	sweep(ctx, d.cfg, d.log, d.opt.Now)
+	d.mu.Lock()
+	d.sched = scheduler.New(d.cfg.Drills.MaxConcurrent, d.log)
+	d.mu.Unlock()
 	if err := d.apply(ctx, d.cfg); err != nil {
 		ln.Close()
+		d.sched.Stop(time.Minute)
 		return err
 	}
 	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -172,6 +267,10 @@ loop:
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		d.log.Warn("http shutdown", "err", err)
+	}
+	// Drills are cancelled; each drops its scratch database on the way out.
+	if !d.sched.Stop(3 * time.Minute) {
+		d.log.Warn("drills did not stop in time")
 	}
 	d.mu.Lock()
 	for name, r := range d.targets {
@@ -211,6 +310,9 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 		if c.StateDir != old.StateDir {
 			return fmt.Errorf("state_dir changed from %s to %s: restart the daemon to move it", old.StateDir, c.StateDir)
 		}
+		if c.Drills.MaxConcurrent != old.Drills.MaxConcurrent {
+			d.log.Warn("drills.max_concurrent changed in the config; it takes effect at restart")
+		}
 	}
 	bins, err := pgscratch.FindBins(c.PGBinDir)
 	if err != nil {
@@ -218,19 +320,19 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	}
 	// Build every new watcher before touching the running ones, so that a
 	// failure leaves the old set untouched.
-	fresh := map[string]*verifier.Watcher{}
+	fresh := map[string]*targetParts{}
 	d.mu.Lock()
 	current := d.targets
 	d.mu.Unlock()
 	for _, t := range c.Targets {
-		if r, ok := current[t.Name]; ok && reflect.DeepEqual(r.t, t) && r.s3 == c.S3 {
+		if r, ok := current[t.Name]; ok && reflect.DeepEqual(r.t, t) && r.c.S3 == c.S3 && r.c.PGBinDir == c.PGBinDir {
 			continue
 		}
-		w, err := newWatcher(ctx, c, t, bins, d.log, d.opt.Now)
+		p, err := newTarget(ctx, c, t, bins, d.log, d.opt.Now)
 		if err != nil {
 			return err
 		}
-		fresh[t.Name] = w
+		fresh[t.Name] = p
 	}
 	keep := map[string]bool{}
 	for _, t := range c.Targets {
@@ -240,6 +342,8 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	defer d.mu.Unlock()
 	for name, r := range d.targets {
 		if !keep[name] || fresh[name] != nil {
+			// A drill in progress finishes; the watch loop stops now.
+			d.sched.Remove(name)
 			r.cancel()
 			<-r.done
 			delete(d.targets, name)
@@ -249,12 +353,18 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 		}
 	}
 	for _, t := range c.Targets {
-		w := fresh[t.Name]
-		if w == nil {
+		p := fresh[t.Name]
+		if p == nil {
 			continue
 		}
+		if err := d.sched.Set(t.Name, t.Drill.Schedule, func(ctx context.Context, trigger string) {
+			p.d.Run(ctx, trigger)
+		}); err != nil {
+			return fmt.Errorf("target %s: drill.schedule: %w", t.Name, err)
+		}
+		w := p.w
 		tctx, cancel := context.WithCancel(ctx)
-		r := &running{t: t, s3: c.S3, w: w, cancel: cancel, done: make(chan struct{})}
+		r := &running{t: t, c: c, targetParts: p, cancel: cancel, done: make(chan struct{})}
 		d.targets[t.Name] = r
 		d.wg.Add(1)
 		go func() {

@@ -36,7 +36,27 @@ var (
 	backupMissed   = desc("backup_missed", "1 while a backup due by backup_schedule plus backup_grace has not appeared.")
 	scanLastOK     = desc("scan_last_success_timestamp_seconds", "Last successful listing of the source (0: never).")
 	scanErrors     = desc("scan_errors_total", "Failed listings of the source.")
+
+	drillLastRun     = desc("drill_last_run_timestamp_seconds", "End of the last drill, pass or fail (0: never).")
+	drillLastSuccess = desc("drill_last_success_timestamp_seconds", "End of the last passing drill (0: never).")
+	drillSuccess     = desc("drill_success", "1 if the last drill passed, else 0.")
+	drillsTotal      = desc("drills_total", "Drills run.")
+	drillFailures    = desc("drill_failures_total", "Drills failed, by the phase that failed.", "phase")
+	rto              = desc("rto_seconds", "Wall time of the last passing drill, download start to checks passed: the measured RTO.")
+	rtoTarget        = desc("rto_target_seconds", "The target's rto objective from config.")
+	drillPhase       = desc("drill_phase_seconds", "The last drill's time per phase (0 for phases it did not reach).", "phase")
+	drillBackup      = desc("drill_backup_timestamp_seconds", "Creation time of the backup the last passing drill restored (0: never).")
+	drillInterval    = desc("drill_interval_seconds", "Time between two scheduled drills.")
+	drillInProgress  = desc("drill_in_progress", "1 while a drill runs or waits for a slot.")
+	nextDrill        = desc("next_drill_timestamp_seconds", "Time of the next scheduled drill.")
+	checkOK          = desc("check_ok", "1 if the integrity check passed in the last drill that ran checks, else 0.", "check")
+	checkValue       = desc("check_value", "The number the integrity check measured (rows, orphans, seconds of lag).", "check")
 )
+
+var allDescs = []*prometheus.Desc{backupLast, backupVerified, rpo, rpoTarget, backupSize, checksumOK,
+	verifiedTotal, verifyFailures, backupMissed, scanLastOK, scanErrors,
+	drillLastRun, drillLastSuccess, drillSuccess, drillsTotal, drillFailures, rto, rtoTarget, drillPhase,
+	drillBackup, drillInterval, drillInProgress, nextDrill, checkOK, checkValue}
 
 // Collector builds the per-target series from snapshots at scrape time.
 type Collector struct {
@@ -51,8 +71,7 @@ func NewCollector(snap Snapshotter, now func() time.Time) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{backupLast, backupVerified, rpo, rpoTarget, backupSize, checksumOK,
-		verifiedTotal, verifyFailures, backupMissed, scanLastOK, scanErrors} {
+	for _, d := range allDescs {
 		ch <- d
 	}
 }
@@ -103,7 +122,56 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(backupMissed, b2f(s.Missed), t)
 		gauge(scanLastOK, unix(s.ScanLastOK), t)
 		counter(scanErrors, float64(s.ScanErrors), t)
+		collectDrill(s, gauge, counter)
 	}
+}
+
+func collectDrill(s verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
+	t, dr := s.Target, s.Drill
+	var lastRun, lastOK, rtoSecs, backupTS float64
+	if dr.Last != nil {
+		lastRun = unix(dr.Last.Ended)
+	}
+	if dr.LastOK != nil {
+		lastOK, rtoSecs, backupTS = unix(dr.LastOK.Ended), float64(dr.LastOK.RTOSeconds), unix(dr.LastOK.Backup.Created)
+	}
+	gauge(drillLastRun, lastRun, t)
+	gauge(drillLastSuccess, lastOK, t)
+	gauge(drillSuccess, b2f(dr.Last != nil && dr.Last.OK), t)
+	counter(drillsTotal, float64(dr.Total), t)
+	for _, p := range verifier.Phases {
+		counter(drillFailures, float64(dr.Failures[p]), t, string(p))
+		var secs float64
+		if dr.Last != nil {
+			if ph := dr.Last.Phase(p); ph != nil {
+				secs = float64(ph.Seconds)
+			}
+		}
+		gauge(drillPhase, secs, t, string(p))
+	}
+	gauge(rto, rtoSecs, t)
+	gauge(rtoTarget, s.RTOTarget.Seconds(), t)
+	gauge(drillBackup, backupTS, t)
+	gauge(drillInterval, s.DrillInterval.Seconds(), t)
+	gauge(drillInProgress, b2f(dr.InProgress), t)
+	gauge(nextDrill, unix(s.NextDrill), t)
+	if last := lastWithChecks(dr); last != nil {
+		for _, c := range last.Checks {
+			gauge(checkOK, b2f(c.OK), t, c.Name)
+			if c.Value != nil {
+				gauge(checkValue, *c.Value, t, c.Name)
+			}
+		}
+	}
+}
+
+// lastWithChecks is the last drill that reached its checks: a drill that
+// failed before them says nothing new about the data.
+func lastWithChecks(dr verifier.DrillStatus) *verifier.DrillResult {
+	if dr.Last != nil && dr.Last.Phase(verifier.PhaseChecks) != nil {
+		return dr.Last
+	}
+	return dr.LastOK
 }
 
 // BuildInfo says which build is running.

@@ -67,6 +67,12 @@ type Status struct {
 	ScanLastError  string
 	Catalogued     int
 	VerifyInFlight bool
+
+	// Drill side, filled by the daemon from the Driller and the scheduler.
+	RTOTarget     time.Duration
+	Drill         DrillStatus
+	NextDrill     time.Time
+	DrillInterval time.Duration
 }
 
 // Watcher runs the watch loop of one target.
@@ -370,7 +376,7 @@ func (w *Watcher) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := Status{
-		Target: w.target.Name, RPOTarget: w.target.RPO.D(), Source: w.src.String(),
+		Target: w.target.Name, RPOTarget: w.target.RPO.D(), RTOTarget: w.target.RTO.D(), Source: w.src.String(),
 		VerifiedTotal: w.verified, ScanLastOK: w.scanOK, ScanErrors: w.scanErrs, ScanLastError: w.scanErr,
 		Catalogued: len(w.st.Catalogue), VerifyInFlight: w.inFlight,
 		Failures: make(map[Reason]uint64, len(w.failures)),

@@ -1,0 +1,107 @@
+package scheduler
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestMaxConcurrentAndSkipIfRunning(t *testing.T) {
+	s := New(1, quiet())
+	defer s.Stop(5 * time.Second)
+	var cur, peak, runs atomic.Int32
+	release := make(chan struct{})
+	job := func(ctx context.Context, _ string) {
+		runs.Add(1)
+		n := cur.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		<-release
+		cur.Add(-1)
+	}
+	for _, n := range []string{"a", "b"} {
+		if err := s.Set(n, "@yearly", job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RunNow("a", "manual"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RunNow("b", "manual"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return runs.Load() == 1 && s.Running("a") && s.Running("b") })
+	// b waits its turn (it is not skipped), and a second run of a is refused.
+	if err := s.RunNow("a", "manual"); err != ErrRunning {
+		t.Errorf("second run of a: %v, want ErrRunning", err)
+	}
+	close(release)
+	waitFor(t, func() bool { return runs.Load() == 2 && !s.Running("a") && !s.Running("b") })
+	if peak.Load() != 1 {
+		t.Errorf("peak concurrency %d, want 1", peak.Load())
+	}
+}
+
+func TestPanicRecoveredAndStopCancels(t *testing.T) {
+	s := New(2, quiet())
+	s.Set("boom", "@yearly", func(context.Context, string) { panic("boom") })
+	s.RunNow("boom", "manual")
+	waitFor(t, func() bool { return !s.Running("boom") })
+
+	var cancelled sync.WaitGroup
+	cancelled.Add(1)
+	s.Set("long", "@yearly", func(ctx context.Context, _ string) {
+		<-ctx.Done()
+		cancelled.Done()
+	})
+	s.RunNow("long", "manual")
+	waitFor(t, func() bool { return s.Running("long") })
+	if !s.Stop(5 * time.Second) {
+		t.Fatal("Stop did not wait for the cancelled run")
+	}
+	cancelled.Wait()
+}
+
+func TestNextIntervalAndReplan(t *testing.T) {
+	s := New(1, quiet())
+	defer s.Stop(time.Second)
+	s.Set("a", "0 * * * *", func(context.Context, string) {})
+	if got := s.Interval("a"); got != time.Hour {
+		t.Errorf("interval %v, want 1h", got)
+	}
+	if n := s.Next("a"); n.Minute() != 0 || time.Until(n) > time.Hour {
+		t.Errorf("next %v", n)
+	}
+	s.Set("a", "*/5 * * * *", func(context.Context, string) {})
+	if got := s.Interval("a"); got != 5*time.Minute {
+		t.Errorf("after re-plan: interval %v, want 5m", got)
+	}
+	s.Remove("a")
+	if !s.Next("a").IsZero() || s.RunNow("a", "x") != ErrUnknown {
+		t.Error("removed job still scheduled")
+	}
+	if err := s.Set("b", "61 * * * *", nil); err == nil {
+		t.Error("bad spec accepted")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,445 @@
+package verifier
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/backupverify/backupverify/config"
+)
+
+// Phase is a drill phase; it is a metric label.
+type Phase string
+
+// Drill phases, in order.
+const (
+	PhaseDownload Phase = "download"
+	PhaseVerify   Phase = "verify"
+	PhaseRestore  Phase = "restore"
+	PhaseChecks   Phase = "checks"
+)
+
+// Phases lists every Phase, for metrics that must exist at 0.
+var Phases = []Phase{PhaseDownload, PhaseVerify, PhaseRestore, PhaseChecks}
+
+// Scratch provides databases to restore into.
+type Scratch interface {
+	// Create makes an empty database that the drill owns, on a server whose
+	// PostgreSQL major is at least the archive's pg_dump. It fails rather
+	// than reuse a database that exists. The returned ScratchDB must be
+	// closed, even when ctx is cancelled.
+	Create(ctx context.Context, target string, info ArchiveInfo) (ScratchDB, error)
+	// Kind describes the scratch for reports: "embedded" or the server's host.
+	Kind() string
+}
+
+// ScratchDB is one database a drill created.
+type ScratchDB interface {
+	// Name is the database's name.
+	Name() string
+	// ServerVersion is the scratch server's version, e.g. "15.18".
+	ServerVersion() string
+	// Restore restores the archive at path into the database as a role
+	// without superuser. Errors of TOC entries named in opt.AllowErrors are
+	// tolerated and returned in the report; any other error fails.
+	Restore(ctx context.Context, path string, info ArchiveInfo, opt RestoreOptions) (RestoreReport, error)
+	// Query runs a read-only query returning one number (NULL: ok false),
+	// under a statement timeout.
+	Query(ctx context.Context, sql string, timeout time.Duration) (v float64, ok bool, err error)
+	// Rows runs a read-only query and returns its rows as text (NULL: "").
+	Rows(ctx context.Context, sql string, timeout time.Duration) ([][]string, error)
+	// Close drops the database (WITH FORCE) and whatever was made for it;
+	// it is idempotent and must work with a context that is still live
+	// after the drill's own was cancelled.
+	Close(ctx context.Context) error
+}
+
+// RestoreOptions tune a restore.
+type RestoreOptions struct {
+	Jobs        int
+	AllowErrors []string
+}
+
+// RestoreReport says what a restore did.
+type RestoreReport struct {
+	Tool          string   `json:"tool"` // pg_restore or psql
+	IgnoredErrors []string `json:"ignored_errors,omitempty"`
+	Tables        int      `json:"tables"`
+}
+
+// Checker runs a target's integrity checks against a restored database.
+type Checker interface {
+	Run(ctx context.Context, db ScratchDB, backup DrillBackup, prev *DrillResult) []CheckResult
+}
+
+// CheckResult is the outcome of one integrity check.
+type CheckResult struct {
+	Name     string   `json:"name"`
+	Kind     string   `json:"kind"`
+	Expected string   `json:"expected"`
+	Actual   string   `json:"actual"`
+	Value    *float64 `json:"value,omitempty"`
+	OK       bool     `json:"ok"`
+	Error    string   `json:"error,omitempty"`
+	Seconds  Seconds  `json:"seconds"`
+}
+
+// PhaseResult is one phase of a drill.
+type PhaseResult struct {
+	Phase   Phase     `json:"phase"`
+	Started time.Time `json:"started"`
+	Seconds Seconds   `json:"seconds"`
+	OK      bool      `json:"ok"`
+	Error   string    `json:"error,omitempty"`
+}
+
+// DrillBackup is the backup a drill restored.
+type DrillBackup struct {
+	Source       string      `json:"source"`
+	Key          string      `json:"key"`
+	ETag         string      `json:"etag,omitempty"`
+	Size         int64       `json:"size"`
+	LastModified time.Time   `json:"last_modified"`
+	Created      time.Time   `json:"created"`
+	SHA256       string      `json:"sha256,omitempty"`          // of the downloaded bytes
+	Expected     string      `json:"expected_sha256,omitempty"` // from the checksum source
+	ChecksumFrom string      `json:"checksum_from,omitempty"`
+	Archive      ArchiveInfo `json:"archive"`
+}
+
+// DrillResult is the outcome of one restore drill.
+type DrillResult struct {
+	Target        string        `json:"target"`
+	Started       time.Time     `json:"started"`
+	Ended         time.Time     `json:"ended"`
+	OK            bool          `json:"ok"`
+	FailedPhase   Phase         `json:"failed_phase,omitempty"`
+	Error         string        `json:"error,omitempty"`
+	RTOSeconds    Seconds       `json:"rto_seconds"`
+	RTOTarget     Seconds       `json:"rto_target_seconds"`
+	RPOTarget     Seconds       `json:"rpo_target_seconds"`
+	Backup        DrillBackup   `json:"backup"`
+	Scratch       string        `json:"scratch"`
+	Database      string        `json:"database,omitempty"`
+	ServerVersion string        `json:"scratch_server_version,omitempty"`
+	Jobs          int           `json:"jobs"`
+	Phases        []PhaseResult `json:"phases"`
+	Restore       RestoreReport `json:"restore"`
+	Checks        []CheckResult `json:"checks"`
+	Trigger       string        `json:"trigger"` // schedule, manual, api
+}
+
+// Phase returns the named phase's result, or nil.
+func (r *DrillResult) Phase(p Phase) *PhaseResult {
+	for i := range r.Phases {
+		if r.Phases[i].Phase == p {
+			return &r.Phases[i]
+		}
+	}
+	return nil
+}
+
+// Driller runs restore drills of one target.
+type Driller struct {
+	target   config.Target
+	src      Source
+	archive  ArchiveReader
+	scratch  Scratch
+	checker  Checker
+	stateDir string
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu       sync.Mutex
+	last     *DrillResult // persisted
+	lastOK   *DrillResult // persisted
+	total    uint64
+	failures map[Phase]uint64
+	running  bool
+}
+
+// NewDriller loads the target's last drills from stateDir.
+func NewDriller(t config.Target, src Source, ar ArchiveReader, sc Scratch, ck Checker, stateDir string, log *slog.Logger, now func() time.Time) *Driller {
+	d := &Driller{target: t, src: src, archive: ar, scratch: sc, checker: ck, stateDir: stateDir,
+		log: log.With("target", t.Name), now: now, failures: map[Phase]uint64{}}
+	for _, p := range Phases {
+		d.failures[p] = 0
+	}
+	var st drillState
+	if b, err := os.ReadFile(d.stateFile()); err == nil {
+		if err := json.Unmarshal(b, &st); err != nil {
+			d.log.Warn("drill state unreadable; starting afresh", "file", d.stateFile(), "err", err)
+		}
+	}
+	d.last, d.lastOK = st.Last, st.LastOK
+	return d
+}
+
+type drillState struct {
+	Last   *DrillResult `json:"last,omitempty"`
+	LastOK *DrillResult `json:"last_ok,omitempty"`
+}
+
+func (d *Driller) stateFile() string {
+	return filepath.Join(d.stateDir, "targets", d.target.Name, "drill.json")
+}
+
+// DrillStatus is a snapshot of a target's drills.
+type DrillStatus struct {
+	Last       *DrillResult
+	LastOK     *DrillResult
+	Total      uint64
+	Failures   map[Phase]uint64
+	InProgress bool
+}
+
+// Status returns a snapshot.
+func (d *Driller) Status() DrillStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := DrillStatus{Last: d.last, LastOK: d.lastOK, Total: d.total, InProgress: d.running,
+		Failures: make(map[Phase]uint64, len(d.failures))}
+	for k, v := range d.failures {
+		s.Failures[k] = v
+	}
+	return s
+}
+
+// TempDir is where drills download; it is emptied at start-up.
+func TempDir(stateDir string) string { return filepath.Join(stateDir, "tmp") }
+
+// Run performs one drill under the target's drill.timeout: download the
+// newest backup, verify it, restore it into a scratch database, run the
+// checks, drop the database. Its files are always removed. The wall time
+// from download start to checks passed is the RTO.
+func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
+	d.mu.Lock()
+	d.running = true
+	prev := d.lastOK
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.running = false
+		d.mu.Unlock()
+	}()
+
+	timeout := d.target.Drill.Timeout.D()
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("drill timed out after %s", timeout))
+	defer cancel()
+	r := DrillResult{Target: d.target.Name, Started: d.now(), Scratch: d.scratch.Kind(), Jobs: d.target.Drill.Jobs,
+		RTOTarget: secondsOf(d.target.RTO.D()), RPOTarget: secondsOf(d.target.RPO.D()), Trigger: trigger,
+		Backup: DrillBackup{Source: d.src.String()}}
+	d.log.Info("drill starting", "trigger", trigger)
+
+	tmp := filepath.Join(TempDir(d.stateDir), fmt.Sprintf("%s-%d", d.target.Name, r.Started.UnixNano()))
+	defer func() {
+		if err := os.RemoveAll(tmp); err != nil {
+			d.log.Warn("remove drill files", "dir", tmp, "err", err)
+		}
+	}()
+
+	var (
+		file     string
+		db       ScratchDB
+		noSumErr error
+	)
+	defer func() {
+		if db == nil {
+			return
+		}
+		// The drill's context may be cancelled: drop with a fresh deadline.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer ccancel()
+		if err := db.Close(cctx); err != nil {
+			d.log.Error("drop scratch database failed", "database", db.Name(), "err", err)
+		}
+	}()
+
+	phases := []struct {
+		p  Phase
+		fn func(ctx context.Context) error
+	}{
+		{PhaseDownload, func(ctx context.Context) (err error) {
+			file, noSumErr, err = d.download(ctx, tmp, &r.Backup)
+			return err
+		}},
+		{PhaseVerify, func(ctx context.Context) error { return d.verifyFile(ctx, file, noSumErr, &r.Backup) }},
+		{PhaseRestore, func(ctx context.Context) (err error) {
+			db, err = d.scratch.Create(ctx, d.target.Name, r.Backup.Archive)
+			if err != nil {
+				return err
+			}
+			r.Database, r.ServerVersion = db.Name(), db.ServerVersion()
+			r.Restore, err = db.Restore(ctx, file, r.Backup.Archive,
+				RestoreOptions{Jobs: d.target.Drill.Jobs, AllowErrors: d.target.Drill.AllowErrors})
+			if rmErr := os.Remove(file); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+				d.log.Warn("remove downloaded backup", "file", file, "err", rmErr)
+			}
+			return err
+		}},
+		{PhaseChecks, func(ctx context.Context) error {
+			if d.checker == nil {
+				return nil
+			}
+			r.Checks = d.checker.Run(ctx, db, r.Backup, prev)
+			var failed []string
+			for _, c := range r.Checks {
+				if !c.OK {
+					failed = append(failed, c.Name)
+				}
+			}
+			if len(failed) > 0 {
+				return fmt.Errorf("%d of %d checks failed: %s", len(failed), len(r.Checks), strings.Join(failed, ", "))
+			}
+			return nil
+		}},
+	}
+	for _, ph := range phases {
+		pr := PhaseResult{Phase: ph.p, Started: d.now()}
+		err := ph.fn(ctx)
+		if err == nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w (in phase %s)", context.Cause(ctx), ph.p)
+		}
+		pr.Seconds = secondsOf(d.now().Sub(pr.Started))
+		pr.OK = err == nil
+		if err != nil {
+			pr.Error = err.Error()
+		}
+		r.Phases = append(r.Phases, pr)
+		if err != nil {
+			r.FailedPhase, r.Error = ph.p, err.Error()
+			break
+		}
+	}
+	r.Ended = d.now()
+	r.OK = r.FailedPhase == ""
+	if r.OK {
+		r.RTOSeconds = secondsOf(r.Ended.Sub(r.Started))
+	}
+	d.record(r)
+	return r
+}
+
+func (d *Driller) record(r DrillResult) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.total++
+	rr := r
+	d.last = &rr
+	if r.OK {
+		d.lastOK = &rr
+		d.log.Info("drill passed", "rto_seconds", float64(r.RTOSeconds), "key", r.Backup.Key)
+	} else {
+		d.failures[r.FailedPhase]++
+		d.log.Error("drill failed", "phase", r.FailedPhase, "err", r.Error, "key", r.Backup.Key)
+	}
+	b, err := json.Marshal(drillState{Last: d.last, LastOK: d.lastOK})
+	if err == nil {
+		err = WriteFileAtomic(d.stateFile(), b)
+	}
+	if err != nil {
+		d.log.Error("save drill state failed", "err", err)
+	}
+}
+
+// download copies the newest backup into dir, hashing while writing. A
+// missing checksum is returned apart: it fails the verify phase, not this one.
+func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (path string, noSum, err error) {
+	objs, err := d.src.List(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("list %s: %w", d.src, err)
+	}
+	match, err := config.CompileGlob(d.target.Match)
+	if err != nil {
+		return "", nil, err
+	}
+	backups := Discover(objs, &d.target, match)
+	if len(backups) == 0 {
+		return "", nil, fmt.Errorf("no backups matching %q in %s", d.target.Match, d.src)
+	}
+	nb := backups[0]
+	b.Key, b.ETag, b.Size, b.LastModified = nb.Key, nb.ETag, nb.Size, nb.LastModified
+	b.Expected, b.ChecksumFrom, err = expectedChecksum(ctx, d.src, nb)
+	if errors.Is(err, errMissingChecksum) {
+		noSum, err = err, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, err
+	}
+	path = filepath.Join(dir, "backup"+archiveExt(nb.Key))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", nil, err
+	}
+	body, err := d.src.Open(ctx, nb.Key)
+	if err != nil {
+		f.Close()
+		return "", nil, fmt.Errorf("open %s: %w", nb.Key, err)
+	}
+	defer body.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("download %s after %d bytes: %w", nb.Key, n, err)
+	}
+	if n != nb.Size {
+		return "", nil, fmt.Errorf("download %s: got %d bytes, the listing says %d", nb.Key, n, nb.Size)
+	}
+	b.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return path, noSum, nil
+}
+
+// verifyFile checks the downloaded file's sha256 and reads the archive to its
+// end, as the watch loop does.
+func (d *Driller) verifyFile(ctx context.Context, path string, noSum error, b *DrillBackup) error {
+	if noSum != nil {
+		return fmt.Errorf("%s: %w", ReasonMissingChecksum, noSum)
+	}
+	if b.Expected != "" && b.Expected != b.SHA256 {
+		return fmt.Errorf("%s: sha256 of %s is %s, %s says %s", ReasonMismatch, b.Key, b.SHA256, b.ChecksumFrom, b.Expected)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), d.archive)
+	b.Archive = info
+	r := Result{Archive: info, LastModified: b.LastModified}
+	r.setCreated(d.now)
+	b.Created = r.Created
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", ReasonUnreadableArchive, b.Key, err)
+	}
+	return nil
+}
+
+func archiveExt(key string) string {
+	switch {
+	case strings.HasSuffix(key, ".sql.gz"):
+		return ".sql.gz"
+	case strings.HasSuffix(key, ".sql"):
+		return ".sql"
+	}
+	return ".dump"
+}
