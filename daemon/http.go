@@ -1,13 +1,17 @@
 package daemon
 
 import (
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/backupverify/backupverify/scheduler"
 	"github.com/backupverify/backupverify/verifier"
 )
 
@@ -26,6 +30,7 @@ func (d *Daemon) Handler() http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET /api/v1/status", d.serveStatusJSON)
+	mux.HandleFunc("POST /api/v1/targets/{name}/drill", d.serveTriggerDrill)
 	mux.HandleFunc("GET /{$}", d.serveStatusPage)
 	return mux
 }
@@ -125,4 +130,42 @@ th{background:#f4f4f4}.ok{color:#176117;font-weight:600}.bad{color:#a40000;font-
 func (d *Daemon) serveStatusPage(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_ = statusPage.Execute(w, map[string]any{"Now": d.opt.Now(), "Targets": d.views()})
+}
+
+// serveTriggerDrill starts a drill now. Without a configured trigger token the
+// API is read-only (404); with one, the request must carry it as a bearer
+// token (compared in constant time).
+func (d *Daemon) serveTriggerDrill(w http.ResponseWriter, r *http.Request) {
+	token := d.Config().HTTP.TriggerToken
+	if token == "" {
+		http.NotFound(w, r)
+		return
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="backupverify"`)
+		http.Error(w, "a valid trigger token is required", http.StatusUnauthorized)
+		return
+	}
+	name := r.PathValue("name")
+	d.mu.Lock()
+	sched := d.sched
+	d.mu.Unlock()
+	err := errors.New("not running")
+	if sched != nil {
+		err = sched.RunNow(name, "api")
+	}
+	switch {
+	case errors.Is(err, scheduler.ErrUnknown):
+		http.Error(w, "no such target", http.StatusNotFound)
+	case errors.Is(err, scheduler.ErrRunning):
+		http.Error(w, "a drill of this target is already running or queued", http.StatusConflict)
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	default:
+		d.log.Info("drill triggered over the API", "target", name, "remote", r.RemoteAddr)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_ = json.NewEncoder(w).Encode(map[string]string{"target": name, "status": "started"})
+	}
 }

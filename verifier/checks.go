@@ -60,6 +60,10 @@ func runCheck(ctx context.Context, db ScratchDB, def config.Check, backup DrillB
 	switch {
 	case def.Count != "":
 		r := CheckResult{Kind: "count"}
+		r.Expected, _ = boundsCheck(def, 0)
+		if def.MaxDrop != "" {
+			r.Expected = joinExpect(r.Expected, "drop ≤ "+def.MaxDrop)
+		}
 		v, _, err := query("SELECT count(*) FROM " + quoteIdent(def.Count))
 		if err != nil {
 			r.Error = err.Error()
@@ -108,6 +112,7 @@ func runCheck(ctx context.Context, db ScratchDB, def config.Check, backup DrillB
 		return r
 	default:
 		r := CheckResult{Kind: "sql"}
+		r.Expected, _ = boundsCheck(def, 0)
 		v, ok, err := query(strings.TrimRight(strings.TrimSpace(def.SQL), ";"))
 		if err != nil {
 			r.Error = err.Error()
@@ -115,7 +120,6 @@ func runCheck(ctx context.Context, db ScratchDB, def config.Check, backup DrillB
 		}
 		if !ok {
 			r.Actual, r.Error = "NULL", "the query returned NULL, not a number"
-			r.Expected, _ = boundsCheck(def, 0)
 			return r
 		}
 		r.Value, r.Actual = &v, formatNum(v)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -56,6 +57,8 @@ const usage = `usage: backupverify <command> [flags]
 commands:
   run           --config FILE                    the daemon (SIGHUP reloads the config)
   verify        --config FILE [--target NAME]    verify the newest backup of each target now
+  drill         --config FILE [--target NAME] [--format text|json]
+                                                 restore the newest backup of each target now, run its checks
   check-config  --config FILE                    validate a config, print every problem
   version                                        print version, revision and Go version
 
@@ -76,8 +79,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	target := fs.String("target", "", "only this target")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "auto, text or json")
+	format := fs.String("format", "text", "drill output: text or json")
 	switch cmd {
-	case "run", "verify", "check-config", "version":
+	case "run", "verify", "drill", "check-config", "version":
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -108,6 +112,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return checkConfig(*configPath, stdout)
 	case "verify":
 		return verifyNow(ctx, *configPath, *target, stdout, log)
+	case "drill":
+		if *format != "text" && *format != "json" {
+			return usageError{fmt.Errorf("--format %q: use text or json", *format)}
+		}
+		return drillNow(ctx, *configPath, *target, *format, stdout, log)
 	default:
 		return runDaemon(ctx, *configPath, log)
 	}
@@ -229,4 +238,82 @@ func verdict(r verifier.Result, now time.Time) string {
 	return fmt.Sprintf("OK\t%s created %s (%s ago), %d bytes, %s, sha256 %s (%s), read in %.1fs",
 		r.Key, r.Created.UTC().Format(time.RFC3339), now.Sub(r.Created).Round(time.Second), r.Size,
 		r.Archive.Format, sum, r.ChecksumFrom, float64(r.Duration))
+}
+
+// drillNow runs one drill per target, one after another, and prints each.
+func drillNow(ctx context.Context, path, target, format string, stdout io.Writer, log *slog.Logger) error {
+	c, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	ds, err := daemon.NewDrillers(ctx, c, target, log, time.Now)
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "no target named") {
+			return usageError{err}
+		}
+		return err
+	}
+	failed := 0
+	var results []verifier.DrillResult
+	for _, d := range ds {
+		r := d.Run(ctx, "manual")
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !r.OK {
+			failed++
+		}
+		results = append(results, r)
+		if format == "text" {
+			fmt.Fprint(stdout, drillSummary(r))
+		}
+	}
+	if format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(results); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return failedError{fmt.Sprintf("%d drill(s) failed", failed)}
+	}
+	return nil
+}
+
+// drillSummary is a short account of a drill.
+func drillSummary(r verifier.DrillResult) string {
+	var b strings.Builder
+	verdict := "PASS"
+	if !r.OK {
+		verdict = "FAIL in " + string(r.FailedPhase)
+	}
+	fmt.Fprintf(&b, "%s: %s", r.Target, verdict)
+	if r.OK {
+		fmt.Fprintf(&b, ", RTO %s (objective %s)", r.RTOSeconds.D().Round(100*time.Millisecond), r.RTOTarget.D())
+	}
+	fmt.Fprintf(&b, "\n  backup   %s (%d bytes, created %s)\n", r.Backup.Key, r.Backup.Size, r.Backup.Created.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "  scratch  %s, database %s, PostgreSQL %s, %d table(s) restored\n", r.Scratch, r.Database, r.ServerVersion, r.Restore.Tables)
+	for _, p := range r.Phases {
+		status := "ok"
+		if !p.OK {
+			status = "FAILED: " + p.Error
+		}
+		fmt.Fprintf(&b, "  %-8s %7.2fs  %s\n", p.Phase, float64(p.Seconds), status)
+	}
+	for _, c := range r.Checks {
+		status := "PASS"
+		if !c.OK {
+			status = "FAIL"
+		}
+		fmt.Fprintf(&b, "  check %-40s expected %-28s actual %-20s %s", c.Name, c.Expected, c.Actual, status)
+		if c.Error != "" {
+			fmt.Fprintf(&b, " (%s)", c.Error)
+		}
+		b.WriteString("\n")
+	}
+	for _, e := range r.Restore.IgnoredErrors {
+		fmt.Fprintf(&b, "  allowed restore error: %s\n", e)
+	}
+	return b.String()
 }

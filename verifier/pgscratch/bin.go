@@ -117,7 +117,9 @@ func (a ArchiveReader) ReadArchive(ctx context.Context, r io.Reader) error {
 // it and every child it started, and never waits on pipes forever.
 func command(ctx context.Context, prog string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, prog, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own group, so a deadline kills it with every child; and killed
+	// with us, so a SIGKILLed daemon leaves no restore running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}

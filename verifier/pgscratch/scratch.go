@@ -451,6 +451,11 @@ func summarize(errs []string) string {
 }
 
 // psql restores a plain SQL dump with ON_ERROR_STOP, as the restore role.
+// A plain dump is a psql script, and psql meta-commands run on this host
+// (\! shell, \o |program, \copy ... program). So psql runs in restricted
+// mode under a key the dump cannot know (\restrict, PostgreSQL's answer to
+// CVE-2025-8714): no meta-command in the dump can run. The dump's own
+// \restrict and \unrestrict lines (pg_dump ≥ 15.14 writes them) are dropped.
 func (d *scratchDB) psql(ctx context.Context, path string, gz bool) (verifier.RestoreReport, error) {
 	rep := verifier.RestoreReport{Tool: "psql"}
 	f, err := os.Open(path)
@@ -458,9 +463,9 @@ func (d *scratchDB) psql(ctx context.Context, path string, gz bool) (verifier.Re
 		return rep, err
 	}
 	defer f.Close()
-	var in io.Reader = f
+	var in io.Reader = bufio.NewReaderSize(f, 256<<10)
 	if gz {
-		zr, err := gzip.NewReader(bufio.NewReaderSize(f, 256<<10))
+		zr, err := gzip.NewReader(in)
 		if err != nil {
 			return rep, fmt.Errorf("gzip: %w", err)
 		}
@@ -468,7 +473,7 @@ func (d *scratchDB) psql(ctx context.Context, path string, gz bool) (verifier.Re
 	}
 	cmd := command(ctx, d.bins.Path("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", d.restoreConn)
 	cmd.Env = d.env()
-	cmd.Stdin = in
+	cmd.Stdin = io.MultiReader(strings.NewReader("\\restrict "+randomHex(16)+"\n"), &restrictFilter{r: bufio.NewReaderSize(in, 64<<10)})
 	cmd.Stdout = io.Discard
 	stderr := &limitedBuffer{max: 8192}
 	cmd.Stderr = stderr
@@ -476,9 +481,61 @@ func (d *scratchDB) psql(ctx context.Context, path string, gz bool) (verifier.Re
 		if ctx.Err() != nil {
 			return rep, context.Cause(ctx)
 		}
-		return rep, fmt.Errorf("psql: %s", firstLines(stderr.String(), err))
+		msg := stderr.String()
+		switch {
+		case strings.Contains(msg, "invalid command \\restrict"):
+			return rep, fmt.Errorf("psql %d cannot run in restricted mode (\\restrict needs psql 13.22, 14.19, 15.14, 16.10, 17.6 or later): a plain SQL dump cannot be restored safely with it; upgrade PostgreSQL's client programs", d.bins.Major)
+		case strings.Contains(msg, "backslash commands are restricted"):
+			return rep, fmt.Errorf("psql: the dump holds a psql meta-command (such as \\! or \\connect), refused: a restore must not run anything on this host: %s", firstLines(msg, err))
+		}
+		return rep, fmt.Errorf("psql: %s", firstLines(msg, err))
 	}
 	return rep, nil
+}
+
+var (
+	copyFromStdin = regexp.MustCompile(`^COPY .* FROM stdin;\s*$`)
+	restrictLine  = regexp.MustCompile(`^\\(?:un)?restrict\s+\S+\s*$`)
+)
+
+// restrictFilter passes a plain dump through line by line, dropping its
+// \restrict and \unrestrict lines outside COPY data.
+type restrictFilter struct {
+	r      *bufio.Reader
+	buf    []byte
+	inCopy bool
+	err    error
+}
+
+func (f *restrictFilter) Read(p []byte) (int, error) {
+	for len(f.buf) == 0 {
+		if f.err != nil {
+			return 0, f.err
+		}
+		line, err := f.r.ReadBytes('\n')
+		f.err = err
+		switch {
+		case f.inCopy:
+			if string(bytesTrimNL(line)) == "\\." {
+				f.inCopy = false
+			}
+		case copyFromStdin.Match(bytesTrimNL(line)):
+			f.inCopy = true
+		case restrictLine.Match(bytesTrimNL(line)):
+			continue
+		}
+		f.buf = line
+	}
+	n := copy(p, f.buf)
+	f.buf = f.buf[n:]
+	return n, nil
+}
+
+func bytesTrimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // connect opens a connection to the scratch database as the restore role:
