@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -20,6 +21,7 @@ type Cluster struct {
 	Superuser string
 	runAs     *syscall.Credential
 	started   bool
+	socket    string
 }
 
 // Port is the socket's port number (part of its file name); there is no TCP.
@@ -29,9 +31,22 @@ const Port = 5432
 // cluster belongs to, and runs as, an unprivileged OS user ("postgres", else
 // "nobody"), since PostgreSQL refuses to run as root.
 func NewCluster(ctx context.Context, bins Bins, dir string) (*Cluster, error) {
-	c := &Cluster{Bins: bins, Dir: dir, Superuser: "backupverify"}
-	if err := os.MkdirAll(filepath.Join(dir, "socket"), 0o700); err != nil {
+	c := &Cluster{Bins: bins, Dir: dir, Superuser: "backupverify", socket: filepath.Join(dir, "socket")}
+	if err := os.MkdirAll(c.socket, 0o700); err != nil {
 		return nil, err
+	}
+	// A Unix socket's path is limited to 107 bytes; a deep state_dir or a
+	// long target name goes past it. Then the socket lives in a short
+	// temporary folder, whose path is recorded for the sweep.
+	if len(filepath.Join(c.socket, ".s.PGSQL.5432")) > 100 {
+		short, err := os.MkdirTemp("", "bvsock-")
+		if err != nil {
+			return nil, err
+		}
+		c.socket = short
+		if err := os.WriteFile(filepath.Join(dir, socketPathFile), []byte(short), 0o600); err != nil {
+			return nil, err
+		}
 	}
 	if os.Geteuid() == 0 {
 		cred, err := unprivileged()
@@ -40,6 +55,9 @@ func NewCluster(ctx context.Context, bins Bins, dir string) (*Cluster, error) {
 		}
 		c.runAs = cred
 		if err := chownTree(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, err
+		}
+		if err := os.Lchown(c.socket, int(cred.Uid), int(cred.Gid)); err != nil {
 			return nil, err
 		}
 		if err := openParents(dir); err != nil {
@@ -54,8 +72,25 @@ func NewCluster(ctx context.Context, bins Bins, dir string) (*Cluster, error) {
 	return c, nil
 }
 
+// socketPathFile, in a cluster's folder, names a socket folder kept elsewhere.
+const socketPathFile = "socket.path"
+
 func (c *Cluster) dataDir() string   { return filepath.Join(c.Dir, "data") }
-func (c *Cluster) socketDir() string { return filepath.Join(c.Dir, "socket") }
+func (c *Cluster) socketDir() string { return c.socket }
+
+// openCluster describes an existing cluster folder, for the sweep.
+func openCluster(bins Bins, dir string) *Cluster {
+	c := &Cluster{Bins: bins, Dir: dir, Superuser: "backupverify", socket: filepath.Join(dir, "socket")}
+	if b, err := os.ReadFile(filepath.Join(dir, socketPathFile)); err == nil {
+		c.socket = string(b)
+	}
+	if os.Geteuid() == 0 {
+		c.runAs, _ = unprivileged()
+	}
+	_, err := os.Stat(filepath.Join(c.dataDir(), "postmaster.pid"))
+	c.started = err == nil
+	return c
+}
 
 // SocketDir is the folder holding the cluster's Unix socket (libpq's host).
 func (c *Cluster) SocketDir() string { return c.socketDir() }
@@ -91,6 +126,9 @@ func (c *Cluster) Stop(ctx context.Context) error {
 // Remove stops the server if need be and deletes the cluster's folder.
 func (c *Cluster) Remove(ctx context.Context) error {
 	err := c.Stop(ctx)
+	if !strings.HasPrefix(c.socket, c.Dir) {
+		err = errors.Join(err, os.RemoveAll(c.socket))
+	}
 	return errors.Join(err, os.RemoveAll(c.Dir))
 }
 

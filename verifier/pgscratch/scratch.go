@@ -108,17 +108,11 @@ func (e *Embedded) Sweep(ctx context.Context) error {
 		if !strings.HasPrefix(ent.Name(), DBPrefix) {
 			continue
 		}
-		c := &Cluster{Bins: e.Bins, Dir: filepath.Join(e.Dir, ent.Name()), started: true}
-		if os.Geteuid() == 0 {
-			c.runAs, _ = unprivileged()
-		}
-		if _, err := os.Stat(filepath.Join(c.dataDir(), "postmaster.pid")); err != nil {
-			c.started = false
-		}
+		c := openCluster(e.Bins, filepath.Join(e.Dir, ent.Name()))
 		e.Log.Warn("removing a scratch cluster left by an unfinished drill", "dir", c.Dir)
 		if err := c.Remove(ctx); err != nil {
-			// The server may be gone already; the folder must go regardless.
-			errs = append(errs, os.RemoveAll(c.Dir))
+			// The server may be gone already; the folders must go regardless.
+			errs = append(errs, os.RemoveAll(c.Dir), os.RemoveAll(c.socket))
 		}
 	}
 	return errors.Join(errs...)
@@ -495,11 +489,15 @@ func (d *scratchDB) psql(ctx context.Context, path string, gz bool) (verifier.Re
 
 var (
 	copyFromStdin = regexp.MustCompile(`^COPY .* FROM stdin;\s*$`)
-	restrictLine  = regexp.MustCompile(`^\\(?:un)?restrict\s+\S+\s*$`)
+	// Lines dropped outside COPY data: the dump's own \restrict, and what
+	// pg_restore --no-owner --no-acl leaves out (one line each in pg_dump's
+	// plain output), which a role without superuser could not run anyway.
+	droppedLine = regexp.MustCompile(`^(?:\\(?:un)?restrict\s+\S+|ALTER .* OWNER TO .*;|(?:GRANT|REVOKE) .*;|SET SESSION AUTHORIZATION .*;)\s*$`)
 )
 
 // restrictFilter passes a plain dump through line by line, dropping its
-// \restrict and \unrestrict lines outside COPY data.
+// \restrict and \unrestrict lines and its owner and privilege statements
+// outside COPY data.
 type restrictFilter struct {
 	r      *bufio.Reader
 	buf    []byte
@@ -521,7 +519,7 @@ func (f *restrictFilter) Read(p []byte) (int, error) {
 			}
 		case copyFromStdin.Match(bytesTrimNL(line)):
 			f.inCopy = true
-		case restrictLine.Match(bytesTrimNL(line)):
+		case droppedLine.Match(bytesTrimNL(line)):
 			continue
 		}
 		f.buf = line

@@ -1,0 +1,393 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/backupverify/backupverify/config"
+	"github.com/backupverify/backupverify/internal/testenv"
+	"github.com/backupverify/backupverify/verifier"
+)
+
+// putBackup writes a backup and its CHECKSUM manifest into dir/<prefix>/.
+func putBackup(t *testing.T, dir, name string, body []byte) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(body)
+	if err := os.WriteFile(filepath.Join(dir, "CHECKSUM"), []byte(hex.EncodeToString(s[:])+"  "+name+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dumpBytes(t *testing.T, pg *testenv.Postgres, db, format string, extra ...string) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "dump")
+	pg.Dump(t, db, format, path, extra...)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func adminDSN(pg *testenv.Postgres) string {
+	return fmt.Sprintf("postgres://%s@/postgres?host=%s&port=5432&sslmode=disable", pg.Superuser, pg.SocketDir())
+}
+
+func testLog(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func drillers(t *testing.T, yaml string) (*config.Config, map[string]*verifier.Driller) {
+	t.Helper()
+	c, err := config.Parse([]byte(yaml), os.Getenv)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	ds, err := NewDrillers(context.Background(), c, "", testLog(t), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*verifier.Driller{}
+	for i, d := range ds {
+		out[c.Targets[i].Name] = d
+	}
+	return c, out
+}
+
+// leftovers lists what drills may leave behind: downloaded files, embedded
+// clusters, and databases and roles named backupverify_* on the server.
+func leftovers(t *testing.T, stateDir string, pg *testenv.Postgres) []string {
+	t.Helper()
+	var out []string
+	for _, sub := range []string{"tmp", "scratch"} {
+		ents, _ := os.ReadDir(filepath.Join(stateDir, sub))
+		for _, e := range ents {
+			out = append(out, sub+"/"+e.Name())
+		}
+	}
+	if pg != nil {
+		for _, q := range []string{
+			"SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'backupverify\\_%'",
+			"SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname LIKE 'backupverify\\_%' AND rolname <> 'backupverify_restore'",
+		} {
+			if s := pg.Exec(t, "postgres", q); s != "" {
+				out = append(out, strings.Split(s, ",")...)
+			}
+		}
+	}
+	return out
+}
+
+// fingerprint is a hash of every row of every table of db, and the list of databases.
+func fingerprint(t *testing.T, pg *testenv.Postgres, db string) string {
+	t.Helper()
+	return pg.Exec(t, db, `SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM (
+		SELECT 'c' || c::text AS t FROM contacts c UNION ALL SELECT 'l' || l::text FROM leads l
+		UNION ALL SELECT 'o' || o::text FROM opportunities o) x`) + " " +
+		pg.Exec(t, "postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+}
+
+func counts(t *testing.T, pg *testenv.Postgres, db string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, tb := range []string{"contacts", "leads", "opportunities"} {
+		n, _ := strconv.Atoi(pg.Exec(t, db, "SELECT count(*) FROM "+tb))
+		out[tb] = n
+	}
+	return out
+}
+
+func TestDrillBothScratchModes(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.CreateSample(t, "crm", 3000)
+	pg.CreateSample(t, "production", 500) // must never be touched
+	want := counts(t, pg, "crm")
+	dir := t.TempDir()
+	putBackup(t, filepath.Join(dir, "backups", "2025-12-29T0200Z"), "backup.dump", dumpBytes(t, pg, "crm", "c"))
+	before := fingerprint(t, pg, "production")
+
+	state := t.TempDir()
+	checks := fmt.Sprintf(`    checks:
+      - count: contacts
+        equals: %d
+      - count: public.leads
+        equals: %d
+      - count: opportunities
+        equals: %d
+        max_drop: 5%%
+      - orphans: leads.contact_id -> contacts.id
+      - foreign_keys: true
+      - freshness: leads.created_at
+        max_lag: 1h
+      - name: no_negative_amounts
+        sql: SELECT count(*) FROM opportunities WHERE amount < 0
+        max: 0
+`, want["contacts"], want["leads"], want["opportunities"])
+	yaml := fmt.Sprintf(`state_dir: %s
+targets:
+  - name: embedded
+    source: file://%s/backups/
+    drill: {jobs: 2}
+%s  - name: server
+    source: file://%s/backups/
+    drill:
+      jobs: 4
+      scratch: %s
+%s`, state, dir, checks, dir, adminDSN(pg), checks)
+	_, ds := drillers(t, yaml)
+	for _, name := range []string{"embedded", "server"} {
+		t.Run(name, func(t *testing.T) {
+			r := ds[name].Run(context.Background(), "test")
+			if !r.OK {
+				t.Fatalf("drill failed in %s: %s", r.FailedPhase, r.Error)
+			}
+			if len(r.Phases) != 4 || r.RTOSeconds <= 0 || r.Restore.Tables != 3 || r.Restore.Tool != "pg_restore" {
+				t.Errorf("phases %d, rto %v, tables %d, tool %s", len(r.Phases), r.RTOSeconds, r.Restore.Tables, r.Restore.Tool)
+			}
+			got := map[string]string{}
+			for _, c := range r.Checks {
+				got[c.Name] = c.Actual
+				if !c.OK {
+					t.Errorf("check %s failed: expected %s, actual %s, %s", c.Name, c.Expected, c.Actual, c.Error)
+				}
+			}
+			for tb, n := range want {
+				name := "count:" + tb
+				if tb == "leads" {
+					name = "count:public.leads"
+				}
+				if got[name] != strconv.Itoa(n) {
+					t.Errorf("restored %s has %s rows, the source %d", tb, got[name], n)
+				}
+			}
+			if r.Backup.Archive.DumpVersion == "" || r.ServerVersion == "" || r.Backup.SHA256 == "" {
+				t.Errorf("report lacks versions or checksum: %+v", r.Backup)
+			}
+		})
+	}
+	if l := leftovers(t, state, pg); len(l) > 0 {
+		t.Errorf("left behind: %v", l)
+	}
+	if after := fingerprint(t, pg, "production"); after != before {
+		t.Errorf("another database on the scratch server changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+func TestDrillSafetyAndFailures(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.CreateSample(t, "crm", 200)
+	plain := string(dumpBytes(t, pg, "crm", "p"))
+	custom := dumpBytes(t, pg, "crm", "c")
+	dir, state := t.TempDir(), t.TempDir()
+	pwned := filepath.Join(t.TempDir(), "pwned")
+	copyProgram := filepath.Join(t.TempDir(), "copy-program")
+
+	inject := func(sql string) []byte {
+		// After the schema, before the end marker, as an attacker would.
+		i := strings.Index(plain, "-- PostgreSQL database dump complete")
+		return []byte(plain[:i] + sql + "\n" + plain[i:])
+	}
+	// The header holds the server's version, then pg_dump's: make pg_dump's say 99.
+	newer := bytes.Clone(custom)
+	i := bytes.LastIndex(newer[:300], []byte("\x0015.")) + 1
+	if i <= 0 {
+		t.Fatalf("no pg_dump version in the header: %q", newer[:200])
+	}
+	copy(newer[i:], "99")
+	cases := []struct {
+		name, file string
+		body       []byte
+		timeout    string
+		phase      verifier.Phase
+		want       string
+	}{
+		{"copy to program", "db.sql", inject(fmt.Sprintf("COPY (SELECT 1) TO PROGRAM 'touch %s';", copyProgram)), "1m",
+			verifier.PhaseRestore, "must be superuser or have privileges of the pg_execute_server_program role"},
+		{"psql shell escape", "db.sql", inject(fmt.Sprintf("\\! touch %s", pwned)), "1m",
+			verifier.PhaseRestore, "meta-command"},
+		{"newer pg_dump than the scratch server", "db.dump", newer, "1m",
+			verifier.PhaseRestore, "made by pg_dump 99."},
+		{"restore past the drill timeout", "db.sql", inject("SELECT pg_sleep(120);"), "4s",
+			verifier.PhaseRestore, "drill timed out after 4s (in phase restore)"},
+		{"corrupt backup", "db.dump", custom[:len(custom)/2], "1m",
+			verifier.PhaseVerify, "unreadable_archive"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := filepath.Join(dir, strconv.Itoa(i))
+			putBackup(t, src, tc.file, tc.body)
+			_, ds := drillers(t, fmt.Sprintf("state_dir: %s\ntargets:\n  - name: t\n    source: file://%s/\n    drill: {timeout: %s}\n",
+				state, src, tc.timeout))
+			start := time.Now()
+			r := ds["t"].Run(context.Background(), "test")
+			if r.OK || r.FailedPhase != tc.phase || !strings.Contains(r.Error, tc.want) {
+				t.Fatalf("ok %v, phase %q, error %q; want phase %q and %q", r.OK, r.FailedPhase, r.Error, tc.phase, tc.want)
+			}
+			if d := time.Since(start); d > 30*time.Second {
+				t.Errorf("took %s", d)
+			}
+			if l := leftovers(t, state, nil); len(l) > 0 {
+				t.Errorf("left behind: %v", l)
+			}
+		})
+	}
+	for _, f := range []string{pwned, copyProgram} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("the dump ran a program on the host: %s exists", f)
+		}
+	}
+}
+
+// slowPlainDump is a valid plain dump whose restore sleeps, so that a drill
+// can be caught mid-restore.
+func slowPlainDump(t *testing.T, pg *testenv.Postgres, db string, sleep time.Duration) []byte {
+	plain := string(dumpBytes(t, pg, db, "p"))
+	i := strings.Index(plain, "-- PostgreSQL database dump complete")
+	return []byte(plain[:i] + fmt.Sprintf("SELECT pg_sleep(%g);\n", sleep.Seconds()) + plain[i:])
+}
+
+func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDrillCancelledMidRestore(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.CreateSample(t, "crm", 200)
+	dir, state := t.TempDir(), t.TempDir()
+	putBackup(t, filepath.Join(dir, "b"), "db.sql", slowPlainDump(t, pg, "crm", time.Minute))
+	_, ds := drillers(t, fmt.Sprintf(`state_dir: %s
+targets:
+  - name: emb
+    source: file://%s/b/
+  - name: srv
+    source: file://%s/b/
+    drill: {scratch: "%s"}
+`, state, dir, dir, adminDSN(pg)))
+	for _, name := range []string{"emb", "srv"} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan verifier.DrillResult)
+			go func() { done <- ds[name].Run(ctx, "test") }()
+			waitUntil(t, "the restore to start", 30*time.Second, func() bool {
+				return pg.Exec(t, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()") != "0" ||
+					len(leftovers(t, state, nil)) == 2 && hasSleepingCluster(t, state)
+			})
+			cancel()
+			r := <-done
+			if r.OK || r.FailedPhase != verifier.PhaseRestore {
+				t.Errorf("ok %v, phase %s", r.OK, r.FailedPhase)
+			}
+			if l := leftovers(t, state, pg); len(l) > 0 {
+				t.Errorf("a cancelled drill left behind: %v", l)
+			}
+		})
+	}
+}
+
+// hasSleepingCluster says whether an embedded scratch cluster is restoring.
+func hasSleepingCluster(t *testing.T, state string) bool {
+	ents, _ := os.ReadDir(filepath.Join(state, "scratch"))
+	for _, e := range ents {
+		sock := filepath.Join(state, "scratch", e.Name(), "socket")
+		if b, err := os.ReadFile(filepath.Join(state, "scratch", e.Name(), "socket.path")); err == nil {
+			sock = string(b)
+		}
+		if _, err := os.Stat(filepath.Join(sock, ".s.PGSQL.5432")); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func TestDrillsNeverOverlapWithMaxConcurrentOne(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.CreateSample(t, "crm", 100)
+	dir := t.TempDir()
+	putBackup(t, filepath.Join(dir, "b"), "db.sql", slowPlainDump(t, pg, "crm", 1500*time.Millisecond))
+	cfgPath := filepath.Join(dir, "c.yml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+state_dir: %s/state
+drills: {max_concurrent: 1}
+targets:
+  - {name: a, source: "file://%s/b/", checksum: manifest}
+  - {name: b, source: "file://%s/b/", checksum: manifest}
+  - {name: c, source: "file://%s/b/", checksum: manifest}
+`, dir, dir, dir, dir)), 0o644)
+	addrc := make(chan string, 1)
+	d, err := New(Options{ConfigPath: cfgPath, Log: testLog(t), Listening: func(a string) { addrc <- a }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	addr := <-addrc
+	for _, n := range []string{"a", "b", "c"} {
+		if err := d.sched.RunNow(n, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var results []*verifier.DrillResult
+	waitUntil(t, "three drills", 2*time.Minute, func() bool {
+		results = results[:0]
+		for _, s := range d.Statuses() {
+			if s.Drill.Last != nil {
+				results = append(results, s.Drill.Last)
+			}
+		}
+		return len(results) == 3
+	})
+	sort.Slice(results, func(i, j int) bool { return results[i].Started.Before(results[j].Started) })
+	for i, r := range results {
+		if !r.OK {
+			t.Errorf("%s failed: %s", r.Target, r.Error)
+		}
+		if i > 0 && r.Started.Before(results[i-1].Ended) {
+			t.Errorf("drills of %s and %s overlapped: %s < %s", results[i-1].Target, r.Target, r.Started, results[i-1].Ended)
+		}
+	}
+	var m map[string]float64
+	waitUntil(t, "no drill in progress", 10*time.Second, func() bool {
+		m = scrapeURL(t, "http://"+addr+"/metrics")
+		return m[`backupverify_drill_in_progress{target="a"}`]+m[`backupverify_drill_in_progress{target="b"}`]+m[`backupverify_drill_in_progress{target="c"}`] == 0
+	})
+	for _, n := range []string{"a", "b", "c"} {
+		if m[`backupverify_drill_success{target="`+n+`"}`] != 1 || m[`backupverify_drills_total{target="`+n+`"}`] != 1 ||
+			m[`backupverify_rto_seconds{target="`+n+`"}`] <= 0 || m[`backupverify_drill_in_progress{target="`+n+`"}`] != 0 {
+			t.Errorf("drill metrics of %s wrong: success %v total %v rto %v in progress %v", n, m[`backupverify_drill_success{target="`+n+`"}`],
+				m[`backupverify_drills_total{target="`+n+`"}`], m[`backupverify_rto_seconds{target="`+n+`"}`], m[`backupverify_drill_in_progress{target="`+n+`"}`])
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
