@@ -15,42 +15,14 @@ cd "$(dirname "$0")/.."
 
 MIB="${BENCH_MIB:-1024}"
 RUNS="${BENCH_RUNS:-2}"
-export PATH="$(go env GOPATH)/bin:$PATH"
-command -v /usr/bin/time >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+. scripts/bench-lib.sh
 command -v versitygw >/dev/null || go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 
-PGBIN="${BENCH_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}"
-W="$(mktemp -d /tmp/bvbench.XXXXXX)"
-chmod 755 "$W"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-cleanup() {
-  as_pg "$PGBIN/pg_ctl" -D "$W/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  [ -n "${VGW_PID:-}" ] && kill "$VGW_PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-echo "bench: building backupverify"
-go build -o "$W/backupverify" ./cmd/backupverify
-
 echo "bench: PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), making ~${MIB} MiB of random data"
-mkdir -p "$W/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$W/pg"
-as_pg "$PGBIN/initdb" -D "$W/pg/data" -A trust -U bench --no-sync >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$W/pg/data" -l "$W/pg/log" -w \
-  -o "-k $W/pg -c listen_addresses= -c fsync=off -c max_wal_size=8GB" start >/dev/null
-DSN="host=$W/pg user=bench dbname=postgres"
-# Random bytes are written as hex in COPY text, which zlib shrinks back to
-# about their raw size: ~1 KiB of random bytes makes ~1 KiB of dump.
-ROWS=$((MIB * 1024 * 1000 / 1070))
-psql -X -q "$DSN" -v ON_ERROR_STOP=1 <<SQL
-CREATE EXTENSION pgcrypto;
-CREATE TABLE blobs (id int, b bytea);
-ALTER TABLE blobs ALTER b SET STORAGE EXTERNAL;
-INSERT INTO blobs SELECT g, gen_random_bytes(1024) FROM generate_series(1, $ROWS) g;
-CREATE TABLE small_blobs AS SELECT * FROM blobs WHERE id <= $ROWS / 10;
-SQL
-"$PGBIN/pg_dump" -Fc -d "$DSN" -t blobs -f "$W/big.dump"
+start_pg
+random_tables 1 "$MIB"
+psql -X -q "$DSN" -v ON_ERROR_STOP=1 -c "CREATE TABLE small_blobs AS SELECT * FROM blobs_1 WHERE id % 10 = 0"
+"$PGBIN/pg_dump" -Fc -d "$DSN" -t blobs_1 -f "$W/big.dump"
 "$PGBIN/pg_dump" -Fc -d "$DSN" -t small_blobs -f "$W/small.dump"
 as_pg "$PGBIN/pg_ctl" -D "$W/pg/data" -m fast stop >/dev/null
 
