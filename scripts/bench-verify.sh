@@ -72,7 +72,7 @@ echo "bench: timing ($RUNS runs each, best kept)"
 measure "curl -o /dev/null (raw GET)" "$BIG" curl -sf "${SIG[@]}" -o /dev/null "$S3/bench/big/backup.dump"
 measure "sha256sum (local copy)" "$BIG" sha256sum "$W/big.dump"
 measure "pg_restore -f /dev/null (local copy)" "$BIG" "$PGBIN/pg_restore" -f /dev/null "$W/big.dump"
-measure "cat local copy | pg_restore -f /dev/null (stream)" "$BIG" sh -c "cat '$W/big.dump' | '$PGBIN/pg_restore' -f /dev/null"
+measure "pg_restore -f /dev/null, fed by a pipe" "$BIG" sh -c "cat '$W/big.dump' | '$PGBIN/pg_restore' -f /dev/null"
 measure "backupverify verify (S3 GET+sha256+pg_restore)" "$BIG" "$W/backupverify" verify --config "$W/big.yml" --log-format json
 measure "backupverify verify, 10x smaller dump" "$SMALL" "$W/backupverify" verify --config "$W/small.yml" --log-format json
 
