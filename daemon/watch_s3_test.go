@@ -339,7 +339,10 @@ func TestWatchS3(t *testing.T) {
 		h := newHarness(t, cfg(t, "pending", "    backup_grace: 1h\n"))
 		s.Put(t, "backups", "pending/db.dump", fx.custom, testenv.PutOptions{})
 		h.scan()
-		h.expect("pending", merge(zeroFailures("", 0), map[string]float64{"backup_checksum_ok": 0, "backups_verified_total": 0}))
+		got := h.expect("pending", merge(zeroFailures("", 0), map[string]float64{"backups_verified_total": 0}))
+		if v, ok := got[`backupverify_backup_checksum_ok{target="pending"}`]; ok {
+			t.Errorf("backup_checksum_ok = %v before any verification finished; want it absent", v)
+		}
 		s.Put(t, "backups", "pending/CHECKSUM", manifest(map[string][]byte{"db.dump": fx.custom}), testenv.PutOptions{})
 		h.scan()
 		h.expect("pending", goodOK)

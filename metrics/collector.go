@@ -30,7 +30,7 @@ var (
 	rpo            = desc("rpo_seconds", "Now minus the creation time of the newest verified backup: the RPO you have right now.")
 	rpoTarget      = desc("rpo_target_seconds", "The target's rpo objective from config.")
 	backupSize     = desc("backup_size_bytes", "Size of the newest backup.")
-	checksumOK     = desc("backup_checksum_ok", "1 if the newest verified-or-failed backup passed verification, else 0.")
+	checksumOK     = desc("backup_checksum_ok", "1 if the newest backup whose verification finished passed, else 0; absent until one finishes.")
 	verifiedTotal  = desc("backups_verified_total", "Backups that passed verification.")
 	verifyFailures = desc("backup_verify_failures_total", "Backups that failed verification, by reason.", "reason")
 	backupMissed   = desc("backup_missed", "1 while a backup due by backup_schedule plus backup_grace has not appeared.")
@@ -39,7 +39,7 @@ var (
 
 	drillLastRun     = desc("drill_last_run_timestamp_seconds", "End of the last drill, pass or fail (0: never).")
 	drillLastSuccess = desc("drill_last_success_timestamp_seconds", "End of the last passing drill (0: never).")
-	drillSuccess     = desc("drill_success", "1 if the last drill passed, else 0.")
+	drillSuccess     = desc("drill_success", "1 if the last drill passed, else 0; absent until the first drill.")
 	drillsTotal      = desc("drills_total", "Drills run.")
 	drillFailures    = desc("drill_failures_total", "Drills failed, by the phase that failed.", "phase")
 	rto              = desc("rto_seconds", "Wall time of the last passing drill, download start to checks passed: the measured RTO.")
@@ -114,7 +114,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(rpo, max(0, float64(now.UnixNano())/1e9-unix(verified)), t)
 		gauge(rpoTarget, s.RPOTarget.Seconds(), t)
 		gauge(backupSize, size, t)
-		gauge(checksumOK, b2f(s.LastResult != nil && s.LastResult.OK), t)
+		// Unknown until a verification finishes: a fresh install or an empty
+		// bucket is not a failed checksum (RPO says what is wrong there).
+		if s.LastResult != nil {
+			gauge(checksumOK, b2f(s.LastResult.OK), t)
+		}
 		counter(verifiedTotal, float64(s.VerifiedTotal), t)
 		for _, r := range verifier.Reasons {
 			counter(verifyFailures, float64(s.Failures[r]), t, string(r))
@@ -137,7 +141,9 @@ func collectDrill(s verifier.Status, gauge, counter func(*prometheus.Desc, float
 	}
 	gauge(drillLastRun, lastRun, t)
 	gauge(drillLastSuccess, lastOK, t)
-	gauge(drillSuccess, b2f(dr.Last != nil && dr.Last.OK), t)
+	if dr.Last != nil { // absent until the first drill: a new target has not failed
+		gauge(drillSuccess, b2f(dr.Last.OK), t)
+	}
 	counter(drillsTotal, float64(dr.Total), t)
 	for _, p := range verifier.Phases {
 		counter(drillFailures, float64(dr.Failures[p]), t, string(p))

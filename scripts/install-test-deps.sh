@@ -11,6 +11,7 @@ pkgs=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || pkgs+=(postgresql)
 command -v pg_dump >/dev/null || pkgs+=(postgresql-client)
 command -v promtool >/dev/null && command -v prometheus >/dev/null || pkgs+=(prometheus)
+command -v amtool >/dev/null || pkgs+=(prometheus-alertmanager)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${pkgs[*]}"
   $SUDO apt-get update -qq

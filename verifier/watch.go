@@ -48,6 +48,8 @@ type watchState struct {
 	LastResult *Result `json:"last_result,omitempty"`
 	// Since is when watching began: the reference for a missed first backup.
 	Since time.Time `json:"since"`
+	// ScanLastOK survives restarts so that "not listed for 15m" stays true.
+	ScanLastOK time.Time `json:"scan_last_ok,omitzero"`
 }
 
 // Status is a snapshot of one target's watch loop, for metrics and pages.
@@ -151,6 +153,7 @@ func (w *Watcher) load() error {
 	if w.st.Catalogue == nil {
 		w.st.Catalogue = map[string]*Record{}
 	}
+	w.scanOK = w.st.ScanLastOK
 	if w.st.LastResult != nil {
 		w.newest = &Record{Key: w.st.LastResult.Key, ETag: w.st.LastResult.ETag, Size: w.st.LastResult.Size,
 			LastModified: w.st.LastResult.LastModified, Created: w.st.LastResult.Created}
@@ -247,6 +250,9 @@ func (w *Watcher) Scan(ctx context.Context) {
 	w.mu.Lock()
 	w.scanOK = w.now()
 	w.scanErr = ""
+	// Saved with the next change, or at least every 10 minutes.
+	stale := w.scanOK.Sub(w.st.ScanLastOK) > 10*time.Minute
+	w.st.ScanLastOK = w.scanOK
 	cold := len(w.st.Catalogue) == 0
 	live := make(map[string]bool, len(backups))
 	var todo []Backup
@@ -262,7 +268,7 @@ func (w *Watcher) Scan(ctx context.Context) {
 		}
 		todo = append(todo, b)
 	}
-	changed := len(todo) > 0 || cold && len(backups) > 0
+	changed := len(todo) > 0 || cold && len(backups) > 0 || stale
 	for id := range w.st.Catalogue {
 		if !live[id] {
 			delete(w.st.Catalogue, id)
