@@ -4,7 +4,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build test deps lint unit quickstart bench clean
+.PHONY: all build test deps lint quickstart bench bench-drill clean
 
 all: build
 
@@ -33,6 +33,10 @@ quickstart:
 ## bench: verify-pass benchmark of a ~1 GiB dump on the local S3 server, against its baselines
 bench: deps
 	./scripts/bench-verify.sh
+
+## bench-drill: drill RTO and phase times of a ~1 GiB dump with jobs 1 and 4
+bench-drill: deps
+	./scripts/bench-drill.sh
 
 clean:
 	rm -rf bin quickstart-data
