@@ -19,6 +19,7 @@ import (
 
 	"github.com/backupverify/backupverify/config"
 	"github.com/backupverify/backupverify/metrics"
+	"github.com/backupverify/backupverify/report"
 	"github.com/backupverify/backupverify/scheduler"
 	"github.com/backupverify/backupverify/verifier"
 	"github.com/backupverify/backupverify/verifier/filesource"
@@ -151,6 +152,39 @@ func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() t
 	}
 }
 
+// NewReportStore returns where drill reports of c are kept (and copied to).
+func NewReportStore(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) (*report.Store, error) {
+	st := &report.Store{Dir: filepath.Join(c.StateDir, "reports"), Retention: c.Reports.Retention.D(), Log: log, Now: now}
+	if c.Reports.Upload != "" {
+		bucket, prefix, err := config.ParseS3URL(c.Reports.Upload)
+		if err != nil {
+			return nil, err
+		}
+		up, err := s3source.New(ctx, s3source.Options{Bucket: bucket, Prefix: prefix, Region: c.S3.Region,
+			Endpoint: c.S3.Endpoint, PathStyle: c.S3.PathStyle, MaxAttempts: c.S3.MaxAttempts, ReadTimeout: c.S3.ReadTimeout.D()})
+		if err != nil {
+			return nil, fmt.Errorf("reports.upload: %w", err)
+		}
+		st.Upload = up
+	}
+	return st, nil
+}
+
+// DrillAndReport runs one drill and writes its report, even when the drill
+// was cancelled: a failed drill is evidence too.
+func DrillAndReport(ctx context.Context, d *verifier.Driller, st *report.Store, trigger string, log *slog.Logger) (verifier.DrillResult, report.Paths, []byte) {
+	r := d.Run(ctx, trigger)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	p, md, err := st.Write(wctx, r)
+	if err != nil {
+		log.Error("write drill report failed", "target", r.Target, "err", err)
+	} else {
+		log.Info("drill report written", "target", r.Target, "report", p.Markdown)
+	}
+	return r, p, md
+}
+
 // Options configure a Daemon.
 type Options struct {
 	ConfigPath string
@@ -175,6 +209,7 @@ type Daemon struct {
 	targets map[string]*running
 	wg      sync.WaitGroup
 	sched   *scheduler.Scheduler
+	reports *report.Store
 }
 
 type running struct {
@@ -318,6 +353,10 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	reports, err := NewReportStore(ctx, c, d.log, d.opt.Now)
+	if err != nil {
+		return err
+	}
 	// Build every new watcher before touching the running ones, so that a
 	// failure leaves the old set untouched.
 	fresh := map[string]*targetParts{}
@@ -358,7 +397,7 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 			continue
 		}
 		if err := d.sched.Set(t.Name, t.Drill.Schedule, func(ctx context.Context, trigger string) {
-			p.d.Run(ctx, trigger)
+			DrillAndReport(ctx, p.d, d.reportStore(), trigger, d.log)
 		}); err != nil {
 			return fmt.Errorf("target %s: drill.schedule: %w", t.Name, err)
 		}
@@ -378,8 +417,14 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 			_ = w.Run(tctx)
 		}()
 	}
-	d.cfg = c
+	d.cfg, d.reports = c, reports
 	return nil
+}
+
+func (d *Daemon) reportStore() *report.Store {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reports
 }
 
 // Config returns the running configuration.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/backupverify/backupverify/internal/testenv"
 )
@@ -98,5 +99,42 @@ func TestUsageAndConfigErrors(t *testing.T) {
 	code, out, _ := runCLI(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "backupverify ") || !strings.Contains(out, "go1.") {
 		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+func TestDrillAndReportsVerifyCommands(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.CreateSample(t, "crm", 100)
+	dir := t.TempDir()
+	dump := filepath.Join(dir, "b", "db.dump")
+	os.MkdirAll(filepath.Dir(dump), 0o755)
+	pg.Dump(t, "crm", "c", dump)
+	cfg := filepath.Join(dir, "c.yml")
+	writeFile(t, cfg, []byte(fmt.Sprintf("state_dir: %s/state\ntargets:\n  - name: crm\n    source: file://%s/b/\n    checksum: none\n", dir, dir)))
+	for i := range 3 {
+		code, out, errOut := runCLI(t, "drill", "--config", cfg, "--log-format", "json")
+		if code != 0 || !strings.Contains(out, "## 1. Outcome: PASS") {
+			t.Fatalf("drill %d: exit %d\n%s\n%s", i, code, out, errOut)
+		}
+		time.Sleep(1100 * time.Millisecond) // report names have one-second resolution
+	}
+	if code, out, _ := runCLI(t, "drill", "--config", cfg, "--format", "json"); code != 0 || !strings.Contains(out, `"previous_sha256"`) {
+		t.Errorf("drill --format json: %d\n%s", code, out)
+	}
+	code, out, _ := runCLI(t, "reports", "verify", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "crm: OK, 4 report(s), chain intact") {
+		t.Fatalf("intact chain: %d %s", code, out)
+	}
+	reports, _ := filepath.Glob(filepath.Join(dir, "state", "reports", "crm", "*.json"))
+	b, _ := os.ReadFile(reports[0])
+	os.WriteFile(reports[0], bytes.Replace(b, []byte(`"pass": true`), []byte(`"pass": false`), 1), 0o644)
+	os.Remove(reports[2])
+	code, out, _ = runCLI(t, "reports", "verify", "--config", cfg, "--target", "crm")
+	n0, n2 := strings.TrimSuffix(filepath.Base(reports[0]), ".json"), strings.TrimSuffix(filepath.Base(reports[2]), ".json")
+	if code != 1 || !strings.Contains(out, n0+": altered") || !strings.Contains(out, n2+": missing") {
+		t.Errorf("exit %d, want 1 naming %s altered and %s missing:\n%s", code, n0, n2, out)
+	}
+	if code, _, errOut := runCLI(t, "reports", "list", "--config", cfg); code != 2 || !strings.Contains(errOut, `only subcommand is "verify"`) {
+		t.Errorf("reports list: %d %s", code, errOut)
 	}
 }

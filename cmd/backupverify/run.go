@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/backupverify/backupverify/config"
 	"github.com/backupverify/backupverify/daemon"
 	"github.com/backupverify/backupverify/metrics"
+	"github.com/backupverify/backupverify/report"
 	"github.com/backupverify/backupverify/verifier"
 )
 
@@ -57,8 +59,10 @@ const usage = `usage: backupverify <command> [flags]
 commands:
   run           --config FILE                    the daemon (SIGHUP reloads the config)
   verify        --config FILE [--target NAME]    verify the newest backup of each target now
-  drill         --config FILE [--target NAME] [--format text|json]
-                                                 restore the newest backup of each target now, run its checks
+  drill         --config FILE [--target NAME] [--format md|json]
+                                                 restore the newest backup of each target now, run its
+                                                 checks, write and print the drill report
+  reports verify --config FILE [--target NAME]   walk the reports' hash chain; name any altered or missing
   check-config  --config FILE                    validate a config, print every problem
   version                                        print version, revision and Go version
 
@@ -79,9 +83,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	target := fs.String("target", "", "only this target")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "auto, text or json")
-	format := fs.String("format", "text", "drill output: text or json")
+	format := fs.String("format", "md", "drill output: md or json")
+	if cmd == "reports" {
+		if len(rest) == 0 || rest[0] != "verify" {
+			fmt.Fprint(stderr, usage)
+			return usageError{errors.New(`reports: the only subcommand is "verify"`)}
+		}
+		cmd, rest = "reports verify", rest[1:]
+	}
 	switch cmd {
-	case "run", "verify", "drill", "check-config", "version":
+	case "run", "verify", "drill", "check-config", "version", "reports verify":
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -113,10 +124,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "verify":
 		return verifyNow(ctx, *configPath, *target, stdout, log)
 	case "drill":
-		if *format != "text" && *format != "json" {
-			return usageError{fmt.Errorf("--format %q: use text or json", *format)}
+		if *format != "md" && *format != "json" {
+			return usageError{fmt.Errorf("--format %q: use md or json", *format)}
 		}
 		return drillNow(ctx, *configPath, *target, *format, stdout, log)
+	case "reports verify":
+		return verifyReports(*configPath, *target, stdout)
 	default:
 		return runDaemon(ctx, *configPath, log)
 	}
@@ -240,7 +253,8 @@ func verdict(r verifier.Result, now time.Time) string {
 		r.Archive.Format, sum, r.ChecksumFrom, float64(r.Duration))
 }
 
-// drillNow runs one drill per target, one after another, and prints each.
+// drillNow runs one drill per target, one after another, writes each
+// report into state_dir and prints it.
 func drillNow(ctx context.Context, path, target, format string, stdout io.Writer, log *slog.Logger) error {
 	c, err := loadConfig(path)
 	if err != nil {
@@ -253,25 +267,37 @@ func drillNow(ctx context.Context, path, target, format string, stdout io.Writer
 		}
 		return err
 	}
+	store, err := daemon.NewReportStore(ctx, c, log, time.Now)
+	if err != nil {
+		return err
+	}
 	failed := 0
-	var results []verifier.DrillResult
-	for _, d := range ds {
-		r := d.Run(ctx, "manual")
+	var reports []json.RawMessage
+	for i, d := range ds {
+		r, paths, md := daemon.DrillAndReport(ctx, d, store, "manual", log)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if !r.OK {
 			failed++
 		}
-		results = append(results, r)
-		if format == "text" {
-			fmt.Fprint(stdout, drillSummary(r))
+		if format == "md" {
+			if i > 0 {
+				fmt.Fprint(stdout, "\n---\n\n")
+			}
+			stdout.Write(md)
+			continue
 		}
+		js, err := os.ReadFile(paths.JSON)
+		if err != nil {
+			return fmt.Errorf("read report: %w", err)
+		}
+		reports = append(reports, js)
 	}
 	if format == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
+		if err := enc.Encode(reports); err != nil {
 			return err
 		}
 	}
@@ -281,39 +307,41 @@ func drillNow(ctx context.Context, path, target, format string, stdout io.Writer
 	return nil
 }
 
-// drillSummary is a short account of a drill.
-func drillSummary(r verifier.DrillResult) string {
-	var b strings.Builder
-	verdict := "PASS"
-	if !r.OK {
-		verdict = "FAIL in " + string(r.FailedPhase)
+// verifyReports walks each target's chain of reports.
+func verifyReports(path, target string, stdout io.Writer) error {
+	c, err := loadConfig(path)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(&b, "%s: %s", r.Target, verdict)
-	if r.OK {
-		fmt.Fprintf(&b, ", RTO %s (objective %s)", r.RTOSeconds.D().Round(100*time.Millisecond), r.RTOTarget.D())
+	store := &report.Store{Dir: filepath.Join(c.StateDir, "reports")}
+	targets, err := store.Targets()
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(&b, "\n  backup   %s (%d bytes, created %s)\n", r.Backup.Key, r.Backup.Size, r.Backup.Created.UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "  scratch  %s, database %s, PostgreSQL %s, %d table(s) restored\n", r.Scratch, r.Database, r.ServerVersion, r.Restore.Tables)
-	for _, p := range r.Phases {
-		status := "ok"
-		if !p.OK {
-			status = "FAILED: " + p.Error
+	if target != "" {
+		targets = []string{target}
+	}
+	broken := 0
+	for _, t := range targets {
+		n, probs, err := store.Verify(t)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(&b, "  %-8s %7.2fs  %s\n", p.Phase, float64(p.Seconds), status)
-	}
-	for _, c := range r.Checks {
-		status := "PASS"
-		if !c.OK {
-			status = "FAIL"
+		if len(probs) == 0 {
+			fmt.Fprintf(stdout, "%s: OK, %d report(s), chain intact\n", t, n)
+			continue
 		}
-		fmt.Fprintf(&b, "  check %-40s expected %-28s actual %-20s %s", c.Name, c.Expected, c.Actual, status)
-		if c.Error != "" {
-			fmt.Fprintf(&b, " (%s)", c.Error)
+		broken++
+		fmt.Fprintf(stdout, "%s: BROKEN, %d report(s) checked, %d problem(s):\n", t, n, len(probs))
+		for _, p := range probs {
+			fmt.Fprintf(stdout, "  %s\n", p)
 		}
-		b.WriteString("\n")
 	}
-	for _, e := range r.Restore.IgnoredErrors {
-		fmt.Fprintf(&b, "  allowed restore error: %s\n", e)
+	if len(targets) == 0 {
+		fmt.Fprintf(stdout, "no reports in %s\n", store.Dir)
 	}
-	return b.String()
+	if broken > 0 {
+		return failedError{fmt.Sprintf("%d target(s) with a broken chain", broken)}
+	}
+	return nil
 }

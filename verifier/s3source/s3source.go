@@ -3,6 +3,7 @@
 package s3source
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -277,4 +278,30 @@ func describe(err error) error {
 		return fmt.Errorf("%s: %s", ae.ErrorCode(), ae.ErrorMessage())
 	}
 	return err
+}
+
+// Upload puts body at the source's prefix + key (report copies for audit
+// retention off the host).
+func (s *Source) Upload(ctx context.Context, key string, body []byte) error {
+	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        aws.String(s.opt.Bucket),
+		Key:           aws.String(s.opt.Prefix + key),
+		Body:          bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))),
+		ContentType:   aws.String(contentType(key)),
+	})
+	if err != nil {
+		return fmt.Errorf("put %s: %w", s.opt.Prefix+key, describe(err))
+	}
+	return nil
+}
+
+func contentType(key string) string {
+	switch {
+	case strings.HasSuffix(key, ".json"):
+		return "application/json"
+	case strings.HasSuffix(key, ".md"):
+		return "text/markdown; charset=utf-8"
+	}
+	return "application/octet-stream"
 }
