@@ -153,7 +153,13 @@ func human(s float64) string {
 	case d < time.Minute:
 		return d.Round(100 * time.Millisecond).String()
 	case d < 48*time.Hour:
-		return d.Round(time.Second).String()
+		out := d.Round(time.Second).String()
+		for _, zero := range []string{"0s", "0m"} { // 25h0m0s reads as 25h
+			if strings.HasSuffix(out, "m"+zero) || strings.HasSuffix(out, "h"+zero) {
+				out = strings.TrimSuffix(out, zero)
+			}
+		}
+		return out
 	default:
 		return fmt.Sprintf("%dd %dh", int(d.Hours())/24, int(d.Hours())%24)
 	}
@@ -176,7 +182,15 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"h":     func(s float64) string { return human(s) },
 	"hp":    func(s *float64) string { return human(*s) },
 	"utc":   func(t *time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
-	"bytes": func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) },
+	"bytes": func(n int64) string {
+		switch {
+		case n >= 1<<30:
+			return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+		case n >= 1<<20:
+			return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+		}
+		return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
+	},
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>backupverify</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -105,3 +105,11 @@ targets:
 		t.Errorf("trigger without a configured token: %v %v", err, resp.StatusCode)
 	}
 }
+
+func TestHumanDurations(t *testing.T) {
+	for s, want := range map[float64]string{90000: "25h", 3600: "1h", 300: "5m", 76600: "21h16m40s", 3.6: "3.6s", 7200 + 60: "2h1m", 200000: "2d 7h"} {
+		if got := human(s); got != want {
+			t.Errorf("human(%v) = %q, want %q", s, got, want)
+		}
+	}
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, and nothing that is
-# already there: PostgreSQL's server and client programs, Prometheus and
-# promtool, and the versitygw S3-compatible server.
+# already there: PostgreSQL's server and client programs, Prometheus,
+# promtool and amtool, Chromium (the status page is checked in a real browser),
+# and the versitygw S3-compatible server.
 set -euo pipefail
 
 SUDO=""
@@ -12,6 +13,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/n
 command -v pg_dump >/dev/null || pkgs+=(postgresql-client)
 command -v promtool >/dev/null && command -v prometheus >/dev/null || pkgs+=(prometheus)
 command -v amtool >/dev/null || pkgs+=(prometheus-alertmanager)
+command -v chromium >/dev/null || pkgs+=(chromium)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${pkgs[*]}"
   $SUDO apt-get update -qq
