@@ -2,7 +2,7 @@
 // it creates a sample CRM database in a throwaway PostgreSQL cluster, takes
 // pg_dump backups of it into a local folder on a schedule, with CHECKSUM
 // manifests (a stand-in for your backup job), and runs the daemon against
-// that folder.
+// that folder, with restore drills into an embedded scratch cluster.
 package main
 
 import (
@@ -40,11 +40,12 @@ func main() {
 }
 
 type options struct {
-	dir      string
-	listen   string
-	schedule string
-	rows     int
-	duration time.Duration
+	dir           string
+	listen        string
+	schedule      string
+	drillSchedule string
+	rows          int
+	duration      time.Duration
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.dir, "dir", "quickstart-data", "folder for the sample cluster, backups, config and state")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9847", "where the daemon serves /metrics and the status page")
 	fs.StringVar(&o.schedule, "backup-schedule", "*/2 * * * *", "cron spec of the sample backup job")
+	fs.StringVar(&o.drillSchedule, "drill-schedule", "1-59/3 * * * *", "cron spec of the restore drills")
 	fs.IntVar(&o.rows, "rows", 20000, "contacts in the sample database (leads are twice as many)")
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
 	if err := fs.Parse(args); err != nil {
@@ -115,6 +117,9 @@ func quickstart(ctx context.Context, o options, stdout io.Writer, log *slog.Logg
 	if err := takeBackup(ctx, src, bins, backups, time.Now()); err != nil {
 		return err
 	}
+	if _, err := cron.ParseStandard(o.drillSchedule); err != nil {
+		return fmt.Errorf("--drill-schedule: %w", err)
+	}
 	cfgPath := filepath.Join(dir, "backupverify.yml")
 	if err := os.WriteFile(cfgPath, []byte(configFor(o, dir)), 0o644); err != nil {
 		return err
@@ -130,9 +135,10 @@ backupverify quick start is running.
   status JSON   http://%[1]s/api/v1/status
   config        %[2]s
   backups       %[3]s  (a new pg_dump on %[4]q)
+  drills        %[6]q, into an embedded scratch cluster, reports in %[5]s/reports/crm/
   state         %[5]s
 Press Ctrl-C to stop.
-`, addr, cfgPath, backups, o.schedule, filepath.Join(dir, "state"))
+`, addr, cfgPath, backups, o.schedule, filepath.Join(dir, "state"), o.drillSchedule)
 		}})
 	if err != nil {
 		return err
@@ -173,7 +179,24 @@ targets:
     poll: 15s
     rpo: 5m
     rto: 5m
-`, o.listen, filepath.Join(dir, "state"), filepath.Join(dir, "backups"), o.schedule)
+    drill:
+      schedule: %q
+      scratch: embedded
+      jobs: 2
+      timeout: 5m
+    checks:
+      - count: contacts
+        min: 1
+      - count: leads
+        max_drop: 1%%
+      - orphans: leads.contact_id -> contacts.id
+      - foreign_keys: true
+      - freshness: leads.created_at
+        max_lag: 10m
+      - name: no_negative_amounts
+        sql: SELECT count(*) FROM opportunities WHERE amount < 0
+        max: 0
+`, o.listen, filepath.Join(dir, "state"), filepath.Join(dir, "backups"), o.schedule, o.drillSchedule)
 }
 
 // takeBackup adds a few rows, then dumps the database into
