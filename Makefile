@@ -4,7 +4,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build test deps lint quickstart bench bench-drill clean
+.PHONY: all build test deps lint quickstart bench bench-drill generate clean
 
 all: build
 
@@ -12,9 +12,11 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/backupverify ./cmd/backupverify
 
-## test: install what the tests need, then lint and run every test (real PostgreSQL, S3, Prometheus)
+## test: install what the tests need, then lint and run every test (real PostgreSQL, S3, Prometheus,
+## Chromium), and the deploy module's checks of rules, manifests, unit and dashboard
 test: deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd deploy && $(GO) test -count=1 -timeout 10m ./...
 
 ## deps: PostgreSQL, Prometheus/promtool and versitygw, where missing
 deps:
@@ -25,6 +27,7 @@ lint:
 	@fmt="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	  if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 
 ## quickstart: a sample database, backups of it every few minutes, and the daemon watching them
 quickstart:
@@ -33,6 +36,10 @@ quickstart:
 ## bench: verify-pass benchmark of a ~1 GiB dump on the local S3 server, against its baselines
 bench: deps
 	./scripts/bench-verify.sh
+
+## generate: deploy/kubernetes/prometheusrule.yaml from alerts.yaml
+generate:
+	./scripts/gen-prometheusrule.sh
 
 ## bench-drill: drill RTO and phase times of a ~1 GiB dump with jobs 1 and 4
 bench-drill: deps

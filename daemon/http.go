@@ -179,9 +179,9 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		}
 		return "in " + human(t.Sub(now).Seconds())
 	},
-	"h":     func(s float64) string { return human(s) },
-	"hp":    func(s *float64) string { return human(*s) },
-	"utc":   func(t *time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+	"h":   func(s float64) string { return human(s) },
+	"hp":  func(s *float64) string { return human(*s) },
+	"utc": func(t *time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 	"bytes": func(n int64) string {
 		switch {
 		case n >= 1<<30:

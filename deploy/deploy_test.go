@@ -1,16 +1,31 @@
 // Package deploy holds no code: its tests check the files operators deploy
-// (alert rules, Prometheus and Alertmanager configs) with the real tools.
+// (alert rules, Prometheus and Alertmanager configs, Kubernetes manifests,
+// the systemd unit, the Grafana dashboard) with the real tools and types. It
+// is a module of its own, so that the Kubernetes and kustomize libraries it
+// validates with stay out of the daemon's dependencies.
 package deploy
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/backupverify/backupverify/config"
+	"github.com/backupverify/backupverify/metrics"
 )
 
 func tool(t *testing.T, name string) string {
@@ -125,4 +140,218 @@ func TestRulesMatchSpecAndHaveRunbooks(t *testing.T) {
 	if len(missing) > 0 {
 		t.Errorf("alerts of SPEC §6 missing from alerts.yaml: %v", missing)
 	}
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	objs := kustomizeBuild(t, "kubernetes")
+	kinds := map[string]int{}
+	for _, o := range objs {
+		kinds[o.kind]++
+		var into any
+		switch o.kind {
+		case "Namespace":
+			into = &corev1.Namespace{}
+		case "ServiceAccount":
+			into = &corev1.ServiceAccount{}
+		case "PersistentVolumeClaim":
+			into = &corev1.PersistentVolumeClaim{}
+		case "ConfigMap":
+			into = &corev1.ConfigMap{}
+		case "Service":
+			into = &corev1.Service{}
+		case "Deployment":
+			into = &appsv1.Deployment{}
+		case "ServiceMonitor":
+			into = &monitoringv1.ServiceMonitor{}
+		case "PrometheusRule":
+			into = &monitoringv1.PrometheusRule{}
+		default:
+			t.Errorf("unexpected kind %s", o.kind)
+			continue
+		}
+		// Strict: a misspelt or misplaced field is an error, as the API server would say.
+		if err := sigsyaml.UnmarshalStrict(o.yaml, into); err != nil {
+			t.Errorf("%s %s: %v", o.kind, o.name, err)
+			continue
+		}
+		switch v := into.(type) {
+		case *appsv1.Deployment:
+			checkDeployment(t, v)
+		case *corev1.ConfigMap:
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, "c.yml"), []byte(v.Data["backupverify.yml"]), 0o644)
+			if _, err := config.Load(filepath.Join(dir, "c.yml")); err != nil {
+				t.Errorf("the ConfigMap's config is invalid: %v", err)
+			}
+		case *corev1.Service:
+			if v.Name != "backupverify" {
+				t.Errorf("the Service must be named backupverify (the rules select job=\"backupverify\"), got %s", v.Name)
+			}
+		}
+	}
+	for _, k := range []string{"Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap", "ServiceAccount"} {
+		if kinds[k] != 1 {
+			t.Errorf("%d %s objects, want 1", kinds[k], k)
+		}
+	}
+}
+
+func checkDeployment(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	pod := d.Spec.Template.Spec
+	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot ||
+		pod.SecurityContext.RunAsUser == nil || *pod.SecurityContext.RunAsUser == 0 {
+		t.Error("the pod must run as a numeric non-root user")
+	}
+	c := pod.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("the container needs a read-only root filesystem and no privilege escalation")
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Error("liveness must probe /healthz and readiness /readyz")
+	}
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		t.Error("resources are not set")
+	}
+	mounts := map[string]bool{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = !m.ReadOnly
+	}
+	if !mounts["/var/lib/backupverify"] || !mounts["/tmp"] {
+		t.Errorf("state_dir and /tmp must be writable volumes: %v", mounts)
+	}
+}
+
+type object struct {
+	kind, name string
+	yaml       []byte
+}
+
+func kustomizeBuild(t *testing.T, dir string) []object {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	var out []object
+	for _, r := range rm.Resources() {
+		b, err := r.AsYAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, object{kind: r.GetKind(), name: r.GetName(), yaml: b})
+	}
+	return out
+}
+
+func TestPrometheusRuleMatchesAlerts(t *testing.T) {
+	var alerts, rule map[string]any
+	read := func(path string, into *map[string]any) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(b, into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read("../alerts.yaml", &alerts)
+	read("kubernetes/prometheusrule.yaml", &rule)
+	if !reflect.DeepEqual(rule["spec"], alerts) {
+		t.Error("deploy/kubernetes/prometheusrule.yaml differs from alerts.yaml: run make generate")
+	}
+}
+
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("grafana/backupverify-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	known := map[string]bool{}
+	for _, n := range metrics.Names() {
+		known[n] = true
+	}
+	used := map[string]bool{}
+	for _, p := range d.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			for _, m := range regexp.MustCompile(`backupverify_[a-z_]+`).FindAllString(tg.Expr, -1) {
+				used[m] = true
+				if !known[m] {
+					t.Errorf("panel %q uses %s, which the daemon does not export", p.Title, m)
+				}
+			}
+		}
+	}
+	for _, must := range []string{"backupverify_rpo_seconds", "backupverify_rpo_target_seconds", "backupverify_rto_seconds",
+		"backupverify_rto_target_seconds", "backupverify_backup_checksum_ok", "backupverify_drill_success",
+		"backupverify_drill_phase_seconds", "backupverify_check_value"} {
+		if !used[must] {
+			t.Errorf("the dashboard does not show %s", must)
+		}
+	}
+}
+
+func TestSystemdUnit(t *testing.T) {
+	analyze := tool(t, "systemd-analyze")
+	dir := t.TempDir()
+	bin := buildDaemon(t, dir)
+	unit, err := os.ReadFile("systemd/backupverify.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"User=backupverify", "StateDirectory=backupverify", "ProtectSystem=strict", "NoNewPrivileges=yes",
+		"ExecStartPre=/usr/local/bin/backupverify check-config", "ExecReload=/bin/kill -HUP $MAINPID"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("the unit lacks %s", want)
+		}
+	}
+	path := filepath.Join(dir, "backupverify.service")
+	os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/backupverify", bin)), 0o644)
+	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func TestExampleConfigsPassCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	bin := buildDaemon(t, dir)
+	files, _ := filepath.Glob("examples/*.yml")
+	if len(files) < 3 {
+		t.Fatalf("want the AWS, S3-compatible and local-folder examples, found %v", files)
+	}
+	for _, f := range files {
+		if out, err := exec.Command(bin, "check-config", "--config", f).CombinedOutput(); err != nil {
+			t.Errorf("check-config %s: %v\n%s", f, err, out)
+		}
+	}
+}
+
+// buildDaemon builds the binary in the root module, with its own go.sum.
+func buildDaemon(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "backupverify")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/backupverify")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -20,9 +20,16 @@ type Snapshotter interface {
 	Statuses() []verifier.Status
 }
 
+// names lists every backupverify_* metric, in the order declared.
+var names = []string{ns + "_build_info", ns + "_config_last_reload_successful", ns + "_config_last_reload_success_timestamp_seconds"}
+
 func desc(name, help string, labels ...string) *prometheus.Desc {
+	names = append(names, ns+"_"+name)
 	return prometheus.NewDesc(ns+"_"+name, help, append([]string{"target"}, labels...), nil)
 }
+
+// Names returns the name of every backupverify_* metric the daemon exports.
+func Names() []string { return append([]string(nil), names...) }
 
 var (
 	backupLast     = desc("backup_last_timestamp_seconds", "Creation time of the newest backup seen (Unix seconds; 0: never).")

@@ -14,6 +14,7 @@ command -v pg_dump >/dev/null || pkgs+=(postgresql-client)
 command -v promtool >/dev/null && command -v prometheus >/dev/null || pkgs+=(prometheus)
 command -v amtool >/dev/null || pkgs+=(prometheus-alertmanager)
 command -v chromium >/dev/null || pkgs+=(chromium)
+command -v systemd-analyze >/dev/null || pkgs+=(systemd)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${pkgs[*]}"
   $SUDO apt-get update -qq
