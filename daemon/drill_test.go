@@ -269,13 +269,7 @@ func slowPlainDump(t *testing.T, pg *testenv.Postgres, db string, sleep time.Dur
 
 func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, what, within, cond)
 }
 
 func TestDrillCancelledMidRestore(t *testing.T) {
@@ -332,24 +326,14 @@ func TestDrillsNeverOverlapWithMaxConcurrentOne(t *testing.T) {
 	pg.CreateSample(t, "crm", 100)
 	dir := t.TempDir()
 	putBackup(t, filepath.Join(dir, "b"), "db.sql", slowPlainDump(t, pg, "crm", 1500*time.Millisecond))
-	cfgPath := filepath.Join(dir, "c.yml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+	d, base := startDaemon(t, fmt.Sprintf(`listen: 127.0.0.1:0
 state_dir: %s/state
 drills: {max_concurrent: 1}
 targets:
   - {name: a, source: "file://%s/b/", checksum: manifest}
   - {name: b, source: "file://%s/b/", checksum: manifest}
   - {name: c, source: "file://%s/b/", checksum: manifest}
-`, dir, dir, dir, dir)), 0o644)
-	addrc := make(chan string, 1)
-	d, err := New(Options{ConfigPath: cfgPath, Log: testLog(t), Listening: func(a string) { addrc <- a }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
-	addr := <-addrc
+`, dir, dir, dir, dir))
 	for _, n := range []string{"a", "b", "c"} {
 		if err := d.sched.RunNow(n, "test"); err != nil {
 			t.Fatal(err)
@@ -376,7 +360,7 @@ targets:
 	}
 	var m map[string]float64
 	waitUntil(t, "no drill in progress", 10*time.Second, func() bool {
-		m = scrapeURL(t, "http://"+addr+"/metrics")
+		m = scrapeURL(t, base+"/metrics")
 		return m[`backupverify_drill_in_progress{target="a"}`]+m[`backupverify_drill_in_progress{target="b"}`]+m[`backupverify_drill_in_progress{target="c"}`] == 0
 	})
 	for _, n := range []string{"a", "b", "c"} {
@@ -385,9 +369,5 @@ targets:
 			t.Errorf("drill metrics of %s wrong: success %v total %v rto %v in progress %v", n, m[`backupverify_drill_success{target="`+n+`"}`],
 				m[`backupverify_drills_total{target="`+n+`"}`], m[`backupverify_rto_seconds{target="`+n+`"}`], m[`backupverify_drill_in_progress{target="`+n+`"}`])
 		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
 	}
 }

@@ -210,8 +210,7 @@ func TestMetricNamesMatchSpec(t *testing.T) {
 	pg.CreateSample(t, "crm", 100)
 	dir := t.TempDir()
 	putBackup(t, filepath.Join(dir, "b"), "db.dump", dumpBytes(t, pg, "crm", "c"))
-	cfgPath := filepath.Join(dir, "c.yml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+	d, base := startDaemon(t, fmt.Sprintf(`listen: 127.0.0.1:0
 state_dir: %s/state
 targets:
   - name: crm
@@ -220,21 +219,11 @@ targets:
     checks:
       - count: leads
         min: 1
-`, dir, dir)), 0o644)
-	addrc := make(chan string, 1)
-	d, err := New(Options{ConfigPath: cfgPath, Log: testLog(t), Listening: func(a string) { addrc <- a }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	addr := <-addrc
+`, dir, dir))
 	d.sched.RunNow("crm", "test")
 	var m map[string]float64
 	waitUntil(t, "a verification and a drill", 60*time.Second, func() bool {
-		m = scrapeURL(t, "http://"+addr+"/metrics")
+		m = scrapeURL(t, base+"/metrics")
 		return m[`backupverify_drill_success{target="crm"}`] == 1 && m[`backupverify_backup_checksum_ok{target="crm"}`] == 1
 	})
 	names := map[string]bool{}
