@@ -427,6 +427,18 @@ func (d *Daemon) reportStore() *report.Store {
 	return d.reports
 }
 
+// RunDrill starts a drill of the named target now, as its schedule would;
+// scheduler.ErrRunning if one is running or queued, ErrUnknown if no such target.
+func (d *Daemon) RunDrill(name, trigger string) error {
+	d.mu.Lock()
+	sched := d.sched
+	d.mu.Unlock()
+	if sched == nil {
+		return errors.New("the daemon is not running")
+	}
+	return sched.RunNow(name, trigger)
+}
+
 // Config returns the running configuration.
 func (d *Daemon) Config() *config.Config {
 	d.mu.Lock()

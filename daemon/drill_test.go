@@ -371,3 +371,22 @@ targets:
 		}
 	}
 }
+
+// TestDrillSkipsABackupStillBeingWritten: the newest dump has no CHECKSUM yet
+// and is within backup_grace, so the drill restores the previous one.
+func TestDrillSkipsABackupStillBeingWritten(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.CreateSample(t, "crm", 100)
+	dir, state := t.TempDir(), t.TempDir()
+	body := dumpBytes(t, pg, "crm", "c")
+	putBackup(t, filepath.Join(dir, "b", "2025-12-29T0100Z"), "backup.dump", body)
+	os.MkdirAll(filepath.Join(dir, "b", "2025-12-29T0200Z"), 0o755)
+	os.WriteFile(filepath.Join(dir, "b", "2025-12-29T0200Z", "backup.dump"), body[:len(body)/2], 0o644)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(filepath.Join(dir, "b", "2025-12-29T0100Z", "backup.dump"), old, old)
+	_, ds := drillers(t, fmt.Sprintf("state_dir: %s\ntargets:\n  - name: t\n    source: file://%s/b/\n    backup_grace: 10m\n", state, dir))
+	r := ds["t"].Run(context.Background(), "test")
+	if !r.OK || r.Backup.Key != "2025-12-29T0100Z/backup.dump" {
+		t.Fatalf("ok %v, key %s, error %s", r.OK, r.Backup.Key, r.Error)
+	}
+}

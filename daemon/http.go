@@ -306,13 +306,7 @@ func (d *Daemon) serveTriggerDrill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	d.mu.Lock()
-	sched := d.sched
-	d.mu.Unlock()
-	err := errors.New("not running")
-	if sched != nil {
-		err = sched.RunNow(name, "api")
-	}
+	err := d.RunDrill(name, "api")
 	switch {
 	case errors.Is(err, scheduler.ErrUnknown):
 		http.Error(w, "no such target", http.StatusNotFound)

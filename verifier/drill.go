@@ -372,6 +372,23 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 		return "", nil, fmt.Errorf("no backups matching %q in %s", d.target.Match, d.src)
 	}
 	nb := backups[0]
+	// A backup whose manifest or sidecar is not there yet, and that is
+	// younger than backup_grace, may still be being written: drill the
+	// newest complete one, as a person would.
+	usesFiles := false // in auto mode: does this layout come with checksum files?
+	for _, b := range backups {
+		usesFiles = usesFiles || b.ChecksumKey != ""
+	}
+	for _, b := range backups {
+		expectsFile := b.ChecksumKind == config.ChecksumManifest || b.ChecksumKind == config.ChecksumSidecar ||
+			d.target.Checksum == config.ChecksumAuto && usesFiles
+		writing := expectsFile && b.ChecksumKey == "" && d.now().Sub(b.LastModified) < d.target.BackupGrace.D()
+		if !writing {
+			nb = b
+			break
+		}
+		d.log.Info("skipping a backup still being written", "key", b.Key)
+	}
 	b.Key, b.ETag, b.Size, b.LastModified = nb.Key, nb.ETag, nb.Size, nb.LastModified
 	b.Expected, b.ChecksumFrom, err = expectedChecksum(ctx, d.src, nb)
 	if errors.Is(err, errMissingChecksum) {

@@ -125,9 +125,11 @@ func quickstart(ctx context.Context, o options, stdout io.Writer, log *slog.Logg
 		return err
 	}
 
+	listening := make(chan struct{}, 1)
 	d, err := daemon.New(daemon.Options{ConfigPath: cfgPath, Log: log,
 		Build: metrics.BuildInfo{Version: "quickstart", Revision: "local"},
 		Listening: func(addr string) {
+			listening <- struct{}{}
 			fmt.Fprintf(stdout, `
 backupverify quick start is running.
   status page   http://%[1]s/
@@ -145,6 +147,15 @@ Press Ctrl-C to stop.
 	}
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
+	select {
+	case <-listening:
+		// A first drill now, rather than at the schedule's next turn.
+		if err := d.RunDrill("crm", "quickstart"); err != nil {
+			log.Warn("first drill", "err", err)
+		}
+	case err := <-done:
+		return err
+	}
 
 	for {
 		next := sched.Next(time.Now())
@@ -225,8 +236,9 @@ func takeBackup(ctx context.Context, src *pgscratch.Cluster, bins pgscratch.Bins
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(folder, "backup.dump")); err != nil {
+	// The manifest first, then the dump in place: the backup appears whole.
+	if err := os.WriteFile(filepath.Join(folder, "CHECKSUM"), []byte(hex.EncodeToString(h.Sum(nil))+"  backup.dump\n"), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(folder, "CHECKSUM"), []byte(hex.EncodeToString(h.Sum(nil))+"  backup.dump\n"), 0o644)
+	return os.Rename(tmp, filepath.Join(folder, "backup.dump"))
 }

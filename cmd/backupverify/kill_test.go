@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -110,6 +111,31 @@ targets:
 
 	d = start()
 	waitFor(t, "the restart to sweep", 30*time.Second, func() bool { return len(leftovers()) == 0 })
+
+	// SIGHUP with a broken config keeps the running one and says so.
+	good, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, append(good, []byte("bogus_key: 1\n")...), 0o644)
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the failed reload to show", 10*time.Second, func() bool {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "\nbackupverify_config_last_reload_successful 0\n")
+	})
+	os.WriteFile(cfg, good, 0o644)
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the good reload to show", 10*time.Second, func() bool {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "\nbackupverify_config_last_reload_successful 1\n")
+	})
 	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

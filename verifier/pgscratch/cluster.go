@@ -22,6 +22,9 @@ type Cluster struct {
 	runAs     *syscall.Credential
 	started   bool
 	socket    string
+	// Opened lists folders that were given search permission (o+x) so
+	// that the unprivileged user could reach the cluster.
+	Opened []string
 }
 
 // Port is the socket's port number (part of its file name); there is no TCP.
@@ -60,7 +63,7 @@ func NewCluster(ctx context.Context, bins Bins, dir string) (*Cluster, error) {
 		if err := os.Lchown(c.socket, int(cred.Uid), int(cred.Gid)); err != nil {
 			return nil, err
 		}
-		if err := openParents(dir); err != nil {
+		if c.Opened, err = openParents(dir); err != nil {
 			return nil, err
 		}
 	}
@@ -182,22 +185,25 @@ func chownTree(dir string, uid, gid int) error {
 }
 
 // openParents lets the unprivileged user reach dir through folders such as
-// a 0700 temporary directory, by adding search (x) permission only.
-func openParents(dir string) error {
+// a 0700 temporary directory, by adding search (x) permission only: no one
+// can list or read them for it. It returns the folders it changed.
+func openParents(dir string) ([]string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var opened []string
 	for p := filepath.Dir(abs); p != "/"; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
 		if err != nil {
-			return err
+			return opened, err
 		}
 		if fi.Mode().Perm()&0o001 == 0 {
 			if err := os.Chmod(p, fi.Mode().Perm()|0o011); err != nil {
-				return err
+				return opened, err
 			}
+			opened = append(opened, p)
 		}
 	}
-	return nil
+	return opened, nil
 }

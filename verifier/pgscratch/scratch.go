@@ -81,6 +81,10 @@ func (e *Embedded) Create(ctx context.Context, target string, info verifier.Arch
 		_ = os.RemoveAll(filepath.Join(e.Dir, name))
 		return nil, err
 	}
+	if len(c.Opened) > 0 {
+		e.Log.Warn("gave other users search permission (o+x) on folders above state_dir, so that PostgreSQL, running unprivileged, can reach its scratch cluster",
+			"folders", c.Opened)
+	}
 	db := &scratchDB{name: name, bins: e.Bins, cluster: c, role: restoreRole,
 		restoreConn: c.DSN(name, restoreRole), adminConn: c.DSN("postgres", "")}
 	if err := c.Start(ctx); err != nil {
