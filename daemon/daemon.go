@@ -260,6 +260,9 @@ func (d *Daemon) Statuses() []verifier.Status {
 
 // Run serves until ctx ends, then stops every loop and the server.
 func (d *Daemon) Run(ctx context.Context) error {
+	if err := checkWritable(d.cfg.StateDir); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", d.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", d.cfg.Listen, err)
@@ -425,6 +428,19 @@ func (d *Daemon) reportStore() *report.Store {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.reports
+}
+
+// checkWritable makes state_dir if need be and proves it can be written.
+func checkWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("state_dir %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // RunDrill starts a drill of the named target now, as its schedule would;

@@ -390,3 +390,49 @@ func TestDrillSkipsABackupStillBeingWritten(t *testing.T) {
 		t.Fatalf("ok %v, key %s, error %s", r.OK, r.Backup.Key, r.Error)
 	}
 }
+
+// TestPasswordsNeverLeak: the admin DSN's password appears in no log line,
+// report, status page or drill result.
+func TestPasswordsNeverLeak(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.CreateSample(t, "crm", 50)
+	dir := t.TempDir()
+	putBackup(t, filepath.Join(dir, "b"), "db.dump", dumpBytes(t, pg, "crm", "c"))
+	const secret = "hunter2-s3cr3t"
+	dsn := fmt.Sprintf("postgres://%s:%s@/postgres?host=%s&port=5432&sslmode=disable", pg.Superuser, secret, pg.SocketDir())
+	var logs bytes.Buffer
+	cfgPath := filepath.Join(dir, "c.yml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("listen: 127.0.0.1:0\nstate_dir: %s/state\ntargets:\n  - name: crm\n    source: file://%s/b/\n    drill: {scratch: \"${TEST_SCRATCH_DSN}\"}\n", dir, dir)), 0o644)
+	t.Setenv("TEST_SCRATCH_DSN", dsn)
+	addrc := make(chan string, 1)
+	d, err := New(Options{ConfigPath: cfgPath, Log: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Listening: func(a string) { addrc <- a }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	base := "http://" + <-addrc
+	d.RunDrill("crm", "test")
+	waitUntil(t, "the drill and its report", 60*time.Second, func() bool {
+		_, _, page := get(t, base+"/")
+		return strings.Contains(page, ">latest<")
+	})
+	_, _, page := get(t, base+"/")
+	_, _, api := get(t, base+"/api/v1/status")
+	cancel()
+	<-done
+	reports, _ := filepath.Glob(filepath.Join(dir, "state", "reports", "crm", "*"))
+	everything := logs.String() + page + api
+	for _, r := range append(reports, filepath.Join(dir, "state", "targets", "crm", "drill.json")) {
+		b, _ := os.ReadFile(r)
+		everything += string(b)
+	}
+	if !strings.Contains(everything, "drill passed") {
+		t.Fatalf("the drill did not pass:\n%s", logs.String())
+	}
+	if strings.Contains(everything, secret) {
+		t.Error("the scratch DSN's password leaked into logs, reports, state or pages")
+	}
+}

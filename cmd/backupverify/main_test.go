@@ -96,6 +96,14 @@ func TestUsageAndConfigErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tt.args, code, errOut, tt.code, tt.want)
 		}
 	}
+	// A state_dir that cannot be made fails the start, saying so.
+	notDir := filepath.Join(dir, "plainfile")
+	writeFile(t, notDir, []byte("x"))
+	badState := filepath.Join(dir, "badstate.yml")
+	writeFile(t, badState, []byte(fmt.Sprintf("listen: 127.0.0.1:0\nstate_dir: %s/state\ntargets:\n  - {name: a, source: \"file://%s/\"}\n", notDir, dir)))
+	if code, _, errOut := runCLI(t, "run", "--config", badState); code != 1 || !strings.Contains(errOut, "state_dir") {
+		t.Errorf("run with an unusable state_dir: exit %d, stderr %q", code, errOut)
+	}
 	code, out, _ := runCLI(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "backupverify ") || !strings.Contains(out, "go1.") {
 		t.Errorf("version: %d %q", code, out)
