@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ func TestQuickstartReachesAPassingDrill(t *testing.T) {
 	port := testenv.FreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var out, logs bytes.Buffer
+	var out, logs lockedBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--dir", dir, "--listen", "127.0.0.1:" + itoa(port), "--rows", "500",
@@ -63,3 +64,21 @@ func TestQuickstartReachesAPassingDrill(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// lockedBuffer is written by the quick start while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
