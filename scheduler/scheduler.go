@@ -46,7 +46,7 @@ type entry struct {
 	sched cron.Schedule
 	id    cron.EntryID
 	job   Job
-	busy  atomic.Bool // a run is waiting for a slot or running
+	busy  *atomic.Bool // a run is waiting for a slot or running; shared across Set
 }
 
 // New returns a started scheduler running at most maxConcurrent jobs at once.
@@ -67,13 +67,15 @@ func (s *Scheduler) Set(name, spec string, job Job) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	e := &entry{name: name, spec: spec, sched: sched, job: job, busy: new(atomic.Bool)}
 	if old, ok := s.entries[name]; ok {
 		s.cron.Remove(old.id)
+		// The run in progress finishes, and still counts: never two at once.
+		e.busy = old.busy
 		if old.busy.Load() {
-			s.log.Info("schedule changed while a run is in progress; it finishes", "job", name)
+			s.log.Info("schedule changed while a run is in progress; it finishes first", "job", name)
 		}
 	}
-	e := &entry{name: name, spec: spec, sched: sched, job: job}
 	e.id = s.cron.Schedule(sched, cron.FuncJob(func() { s.run(e, "schedule") }))
 	s.entries[name] = e
 	return nil

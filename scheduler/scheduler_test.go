@@ -105,3 +105,29 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestReplanWhileRunning: a job re-planned (a config reload) while it runs
+// finishes, and no second run starts before it does.
+func TestReplanWhileRunning(t *testing.T) {
+	s := New(2, quiet())
+	defer s.Stop(5 * time.Second)
+	release := make(chan struct{})
+	var runs atomic.Int32
+	job := func(context.Context, string) {
+		runs.Add(1)
+		<-release
+	}
+	s.Set("a", "@yearly", job)
+	s.RunNow("a", "manual")
+	waitFor(t, func() bool { return runs.Load() == 1 })
+	s.Set("a", "@monthly", job) // a reload while the drill runs
+	if err := s.RunNow("a", "manual"); err != ErrRunning {
+		t.Errorf("a run after re-planning, while the old one runs: %v, want ErrRunning", err)
+	}
+	close(release)
+	waitFor(t, func() bool { return !s.Running("a") })
+	if err := s.RunNow("a", "manual"); err != nil {
+		t.Errorf("after the old run finished: %v", err)
+	}
+	waitFor(t, func() bool { return runs.Load() == 2 })
+}
