@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -434,5 +435,36 @@ func TestPasswordsNeverLeak(t *testing.T) {
 	}
 	if strings.Contains(everything, secret) {
 		t.Error("the scratch DSN's password leaked into logs, reports, state or pages")
+	}
+}
+
+// TestDrillCancelledWhileScratchStarts cancels embedded drills at moments
+// spread over initdb and server start-up: none may leave a cluster behind.
+func TestDrillCancelledWhileScratchStarts(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.CreateSample(t, "crm", 50)
+	dir, state := t.TempDir(), t.TempDir()
+	putBackup(t, filepath.Join(dir, "b"), "db.sql", slowPlainDump(t, pg, "crm", time.Minute))
+	_, ds := drillers(t, fmt.Sprintf("state_dir: %s\ntargets:\n  - name: emb\n    source: file://%s/b/\n", state, dir))
+	for i, delay := range []time.Duration{0, 150 * time.Millisecond, 300 * time.Millisecond, 450 * time.Millisecond, 600 * time.Millisecond, 800 * time.Millisecond} {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan verifier.DrillResult)
+		go func() { done <- ds["emb"].Run(ctx, "test") }()
+		waitUntil(t, "the scratch folder", 30*time.Second, func() bool {
+			ents, _ := os.ReadDir(filepath.Join(state, "scratch"))
+			return len(ents) > 0
+		})
+		time.Sleep(delay)
+		cancel()
+		r := <-done
+		if r.OK {
+			t.Fatalf("%d: a cancelled drill passed", i)
+		}
+		if l := leftovers(t, state, nil); len(l) > 0 {
+			t.Fatalf("%d (cancelled %s after the scratch folder appeared): left behind %v", i, delay, l)
+		}
+		if out, _ := exec.Command("pgrep", "-f", filepath.Join(state, "scratch")).Output(); len(out) > 0 {
+			t.Fatalf("%d: a scratch server is still running: %s", i, out)
+		}
 	}
 }

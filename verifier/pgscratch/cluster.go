@@ -114,12 +114,16 @@ func (c *Cluster) Start(ctx context.Context) error {
 }
 
 // Stop stops the server at once (it holds nothing worth a clean shutdown).
+// It goes by the server's postmaster.pid, not by whether Start returned:
+// pg_ctl detaches the server (setsid), so a start cancelled midway can leave
+// one running.
 func (c *Cluster) Stop(ctx context.Context) error {
-	if !c.started {
+	pidFile := filepath.Join(c.dataDir(), "postmaster.pid")
+	if _, err := os.Stat(pidFile); err != nil && !c.started {
 		return nil
 	}
 	out, err := c.run(ctx, c.Bins.Path("pg_ctl"), "-D", c.dataDir(), "-m", "immediate", "-w", "stop")
-	if err != nil {
+	if _, statErr := os.Stat(pidFile); err != nil && statErr == nil {
 		return fmt.Errorf("stop cluster: %s", firstLines(out, err))
 	}
 	c.started = false
