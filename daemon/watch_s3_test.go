@@ -384,7 +384,7 @@ func TestWatchS3(t *testing.T) {
 	t.Run("body that keeps stalling is a download error", func(t *testing.T) {
 		h := newHarness(t, cfg(t, "stuck", ""))
 		s.Put(t, "backups", "stuck/db.dump", fx.custom, testenv.PutOptions{FullObjectSHA256: true})
-		s.Proxy.Stall("stuck/db.dump", int64(len(fx.custom)/3), 100)
+		s.Proxy.Stall("stuck/db.dump", 4096, 100) // 3 attempts of 4 KiB cannot cover the dump
 		start := time.Now()
 		h.scan()
 		s.Proxy.Stall("", 0, 0)
