@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	log := slog.New(tint.NewHandler(stderr, &tint.Options{TimeFormat: time.TimeOnly}))
+	log := slog.New(tint.NewTextHandler(stderr, &tint.Options{TimeFormat: time.TimeOnly}))
 	return quickstart(ctx, o, stdout, log)
 }
 

@@ -148,9 +148,10 @@ type FaultProxy struct {
 func newFaultProxy(target *url.URL) *FaultProxy {
 	fp := &FaultProxy{gets: map[string]int{}}
 	fp.rp = &httputil.ReverseProxy{
-		// Keep the Host header: it is part of the SigV4 signature.
-		Director: func(r *http.Request) {
-			r.URL.Scheme, r.URL.Host = target.Scheme, target.Host
+		// Out keeps the incoming Host header: it is part of the SigV4
+		// signature. Only where the request goes changes.
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = target.Scheme, target.Host
 		},
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
