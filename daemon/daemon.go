@@ -258,8 +258,10 @@ func (d *Daemon) Statuses() []verifier.Status {
 	return out
 }
 
-// Run serves until ctx ends, then stops every loop and the server.
-func (d *Daemon) Run(ctx context.Context) error {
+// Run serves until ctx ends, then stops every loop and the server. routes,
+// if not nil, adds routes to the server's mux beside /metrics, /healthz and
+// /readyz (package web's Server.Register).
+func (d *Daemon) Run(ctx context.Context, routes func(*http.ServeMux)) error {
 	if err := checkWritable(d.cfg.StateDir); err != nil {
 		return err
 	}
@@ -276,7 +278,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.sched.Stop(time.Minute)
 		return err
 	}
-	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: d.handler(routes), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	d.ready.Store(true)
@@ -400,7 +402,7 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 			continue
 		}
 		if err := d.sched.Set(t.Name, t.Drill.Schedule, func(ctx context.Context, trigger string) {
-			DrillAndReport(ctx, p.d, d.reportStore(), trigger, d.log)
+			DrillAndReport(ctx, p.d, d.Reports(), trigger, d.log)
 		}); err != nil {
 			return fmt.Errorf("target %s: drill.schedule: %w", t.Name, err)
 		}
@@ -424,7 +426,8 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	return nil
 }
 
-func (d *Daemon) reportStore() *report.Store {
+// Reports returns where drill reports are kept; nil before Run.
+func (d *Daemon) Reports() *report.Store {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.reports
@@ -455,9 +458,9 @@ func (d *Daemon) RunDrill(name, trigger string) error {
 	return sched.RunNow(name, trigger)
 }
 
-// Config returns the running configuration.
-func (d *Daemon) Config() *config.Config {
+// TriggerToken returns the running configuration's http.trigger_token.
+func (d *Daemon) TriggerToken() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.cfg
+	return d.cfg.HTTP.TriggerToken
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/backupverify/backupverify/metrics"
+	"github.com/backupverify/backupverify/web"
 )
 
 func TestDaemonRunReloadShutdown(t *testing.T) {
@@ -43,7 +44,7 @@ func TestDaemonRunReloadShutdown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, web.New(d, testLog(t), time.Now).Register) }()
 	base := "http://" + <-addrc
 	for _, p := range []string{"/healthz", "/readyz", "/", "/api/v1/status"} {
 		resp, err := http.Get(base + p)
@@ -105,4 +106,32 @@ func TestDaemonRunReloadShutdown(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
+}
+
+func get(t *testing.T, url string) (int, string, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+}
+
+// startDaemon runs a daemon on a config and returns its base URL.
+func startDaemon(t *testing.T, yaml string) (*Daemon, string) {
+	t.Helper()
+	cfgPath := filepath.Join(t.TempDir(), "c.yml")
+	os.WriteFile(cfgPath, []byte(yaml), 0o644)
+	addrc := make(chan string, 1)
+	d, err := New(Options{ConfigPath: cfgPath, Log: testLog(t), Listening: func(a string) { addrc <- a }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, web.New(d, testLog(t), time.Now).Register) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return d, "http://" + <-addrc
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/backupverify/backupverify/config"
 	"github.com/backupverify/backupverify/internal/testenv"
 	"github.com/backupverify/backupverify/verifier"
+	"github.com/backupverify/backupverify/web"
 )
 
 // putBackup writes a backup and its CHECKSUM manifest into dir/<prefix>/.
@@ -413,7 +414,7 @@ func TestPasswordsNeverLeak(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, web.New(d, testLog(t), time.Now).Register) }()
 	base := "http://" + <-addrc
 	d.RunDrill("crm", "test")
 	waitUntil(t, "the drill and its report", 60*time.Second, func() bool {

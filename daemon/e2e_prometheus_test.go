@@ -52,7 +52,7 @@ targets:
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done

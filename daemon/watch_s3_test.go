@@ -96,7 +96,7 @@ func newHarness(t *testing.T, yaml string) *harness {
 	}
 	reg := metrics.NewRegistry(statuses(ws), time.Now, metrics.BuildInfo{Version: "test", Revision: "test"})
 	d := &Daemon{reg: reg}
-	srv := httptest.NewServer(d.Handler())
+	srv := httptest.NewServer(d.handler(nil))
 	t.Cleanup(srv.Close)
 	return &harness{t: t, w: ws[0], srv: srv}
 }

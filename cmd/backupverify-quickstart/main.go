@@ -28,6 +28,7 @@ import (
 	"github.com/backupverify/backupverify/internal/sampledata"
 	"github.com/backupverify/backupverify/metrics"
 	"github.com/backupverify/backupverify/verifier/pgscratch"
+	"github.com/backupverify/backupverify/web"
 )
 
 func main() {
@@ -146,7 +147,7 @@ Press Ctrl-C to stop.
 		return err
 	}
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, web.New(d, log, time.Now).Register) }()
 	select {
 	case <-listening:
 		// A first drill now, rather than at the schedule's next turn.

@@ -25,6 +25,7 @@ import (
 	"github.com/backupverify/backupverify/metrics"
 	"github.com/backupverify/backupverify/report"
 	"github.com/backupverify/backupverify/verifier"
+	"github.com/backupverify/backupverify/web"
 )
 
 // Stamped at build time with -ldflags "-X main.version=... -X main.revision=...".
@@ -200,7 +201,7 @@ func runDaemon(ctx context.Context, path string, log *slog.Logger) error {
 		}
 		return err
 	}
-	return d.Run(ctx)
+	return d.Run(ctx, web.New(d, log, time.Now).Register)
 }
 
 func verifyNow(ctx context.Context, path, target string, stdout io.Writer, log *slog.Logger) error {

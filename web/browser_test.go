@@ -1,4 +1,4 @@
-package daemon
+package web
 
 import (
 	"bytes"
@@ -66,7 +66,7 @@ targets:
     backup_schedule: "*/5 * * * *"
     backup_grace: 1ms
 `, dir, dir, dir, dir))
-	d.sched.RunNow("crm", "test")
+	d.RunDrill("crm", "test")
 	waitUntil(t, "the drill", 60*time.Second, func() bool {
 		_, _, page := get(t, base+"/")
 		return strings.Contains(page, "all 2 pass") && strings.Contains(page, "FAIL: mismatch")

@@ -1,9 +1,7 @@
-package daemon
+package web
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,34 +11,6 @@ import (
 
 	"github.com/backupverify/backupverify/internal/testenv"
 )
-
-func get(t *testing.T, url string) (int, string, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
-}
-
-// startDaemon runs a daemon on a config and returns its base URL.
-func startDaemon(t *testing.T, yaml string) (*Daemon, string) {
-	t.Helper()
-	cfgPath := filepath.Join(t.TempDir(), "c.yml")
-	os.WriteFile(cfgPath, []byte(yaml), 0o644)
-	addrc := make(chan string, 1)
-	d, err := New(Options{ConfigPath: cfgPath, Log: testLog(t), Listening: func(a string) { addrc <- a }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return d, "http://" + <-addrc
-}
 
 func TestStatusPageAndReports(t *testing.T) {
 	pg := testenv.StartPostgres(t)
@@ -66,7 +36,7 @@ targets:
 	if code != 200 || !strings.HasPrefix(ct, "text/html") || !strings.Contains(page, "never") || !strings.Contains(page, "none seen yet") {
 		t.Fatalf("status page %d %s:\n%s", code, ct, page)
 	}
-	d.sched.RunNow("crm", "test")
+	d.RunDrill("crm", "test")
 	waitUntil(t, "a drill and its report", 60*time.Second, func() bool {
 		_, _, page = get(t, base+"/")
 		return strings.Contains(page, "PASS") && strings.Contains(page, "all reports")
