@@ -1,5 +1,7 @@
-// Package daemon wires backupverify together: it builds each target's source
-// and loops from the configuration, reloads it, and serves HTTP.
+// Package daemon runs backupverify: each target's watch loop and drill
+// schedule, configuration reloads, and the HTTP server with /metrics and the
+// health endpoints. Building a target's parts from the configuration is in
+// targets.go, the start-up sweep in sweep.go.
 package daemon
 
 import (
@@ -9,8 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"sync"
@@ -22,153 +22,8 @@ import (
 	"github.com/backupverify/backupverify/report"
 	"github.com/backupverify/backupverify/scheduler"
 	"github.com/backupverify/backupverify/verifier"
-	"github.com/backupverify/backupverify/verifier/filesource"
 	"github.com/backupverify/backupverify/verifier/pgscratch"
-	"github.com/backupverify/backupverify/verifier/s3source"
 )
-
-// NewSource builds the Source a target's source URL names.
-func NewSource(ctx context.Context, c *config.Config, t config.Target) (verifier.Source, error) {
-	if bucket, prefix, err := config.ParseS3URL(t.Source); err == nil {
-		return s3source.New(ctx, s3source.Options{
-			Bucket: bucket, Prefix: prefix, Region: c.S3.Region, Endpoint: c.S3.Endpoint,
-			PathStyle: c.S3.PathStyle, MaxAttempts: c.S3.MaxAttempts, ReadTimeout: c.S3.ReadTimeout.D(),
-		})
-	}
-	return filesource.New(config.FilePath(t.Source)), nil
-}
-
-// NewWatchers builds a watcher per target of c (or only the one named).
-func NewWatchers(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*verifier.Watcher, error) {
-	parts, err := newTargets(ctx, c, only, log, now)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*verifier.Watcher, len(parts))
-	for i, p := range parts {
-		out[i] = p.w
-	}
-	return out, nil
-}
-
-// NewDrillers builds a driller per target of c (or only the one named).
-func NewDrillers(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*verifier.Driller, error) {
-	parts, err := newTargets(ctx, c, only, log, now)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*verifier.Driller, len(parts))
-	for i, p := range parts {
-		out[i] = p.d
-	}
-	return out, nil
-}
-
-func newTargets(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*targetParts, error) {
-	bins, err := pgscratch.FindBins(c.PGBinDir)
-	if err != nil {
-		return nil, err
-	}
-	var out []*targetParts
-	for _, t := range c.Targets {
-		if only != "" && t.Name != only {
-			continue
-		}
-		p, err := newTarget(ctx, c, t, bins, log, now)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	if only != "" && len(out) == 0 {
-		return nil, fmt.Errorf("no target named %q in the configuration", only)
-	}
-	return out, nil
-}
-
-// targetParts are the loops of one target.
-type targetParts struct {
-	w *verifier.Watcher
-	d *verifier.Driller
-}
-
-func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) (*targetParts, error) {
-	src, err := NewSource(ctx, c, t)
-	if err != nil {
-		return nil, fmt.Errorf("target %s: %w", t.Name, err)
-	}
-	ar := pgscratch.ArchiveReader{Bins: bins}
-	w, err := verifier.NewWatcher(t, src, ar, c.StateDir, log, now)
-	if err != nil {
-		return nil, fmt.Errorf("target %s: %w", t.Name, err)
-	}
-	d := verifier.NewDriller(t, src, ar, newScratch(c, t, bins, log, now), newChecker(t), c.StateDir, log, now)
-	return &targetParts{w: w, d: d}, nil
-}
-
-func newScratch(c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) verifier.Scratch {
-	if t.Drill.Scratch == config.ScratchEmbedded {
-		return &pgscratch.Embedded{Bins: bins, Dir: filepath.Join(c.StateDir, "scratch"), Log: log, Now: now}
-	}
-	return &pgscratch.Server{Bins: bins, AdminDSN: t.Drill.Scratch, Log: log, Now: now}
-}
-
-// newChecker returns the target's integrity checks, or nil without any.
-func newChecker(t config.Target) verifier.Checker {
-	if len(t.Checks) == 0 {
-		return nil
-	}
-	return verifier.NewChecks(t.Checks)
-}
-
-// sweep removes what drills that did not finish left behind: downloaded
-// files, embedded clusters, and databases and roles on scratch servers.
-// Only one daemon may use a state_dir or a scratch server's prefix.
-func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) {
-	if err := os.RemoveAll(verifier.TempDir(c.StateDir)); err != nil {
-		log.Warn("remove leftover drill files", "err", err)
-	}
-	bins, err := pgscratch.FindBins(c.PGBinDir)
-	if err != nil {
-		return
-	}
-	emb := &pgscratch.Embedded{Bins: bins, Dir: filepath.Join(c.StateDir, "scratch"), Log: log, Now: now}
-	if err := emb.Sweep(ctx); err != nil {
-		log.Warn("sweep embedded scratch clusters", "err", err)
-	}
-	byDSN := map[string][]string{}
-	for _, t := range c.Targets {
-		if t.Drill.Scratch != config.ScratchEmbedded {
-			byDSN[t.Drill.Scratch] = append(byDSN[t.Drill.Scratch], t.Name)
-		}
-	}
-	for dsn, names := range byDSN {
-		srv := &pgscratch.Server{Bins: bins, AdminDSN: dsn, Log: log, Now: now}
-		sctx, cancel := context.WithTimeout(ctx, time.Minute)
-		if err := srv.Sweep(sctx, names); err != nil {
-			log.Warn("sweep scratch server", "scratch", srv.Kind(), "err", err)
-		}
-		cancel()
-	}
-}
-
-// NewReportStore returns where drill reports of c are kept (and copied to).
-func NewReportStore(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) (*report.Store, error) {
-	st := &report.Store{Dir: filepath.Join(c.StateDir, "reports"), Retention: c.Reports.Retention.D(), Log: log, Now: now}
-	if c.Reports.Upload != "" {
-		bucket, prefix, err := config.ParseS3URL(c.Reports.Upload)
-		if err != nil {
-			return nil, err
-		}
-		up, err := s3source.New(ctx, s3source.Options{Bucket: bucket, Prefix: prefix, Region: c.S3.Region,
-			Endpoint: c.S3.Endpoint, PathStyle: c.S3.PathStyle, MaxAttempts: c.S3.MaxAttempts, ReadTimeout: c.S3.ReadTimeout.D()})
-		if err != nil {
-			return nil, fmt.Errorf("reports.upload: %w", err)
-		}
-		st.Upload = up
-	}
-	return st, nil
-}
 
 // DrillAndReport runs one drill and writes its report, even when the drill
 // was cancelled: a failed drill is evidence too.
@@ -431,19 +286,6 @@ func (d *Daemon) Reports() *report.Store {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.reports
-}
-
-// checkWritable makes state_dir if need be and proves it can be written.
-func checkWritable(dir string) error {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("state_dir: %w", err)
-	}
-	f, err := os.CreateTemp(dir, ".write-test-*")
-	if err != nil {
-		return fmt.Errorf("state_dir %s is not writable: %w", dir, err)
-	}
-	f.Close()
-	return os.Remove(f.Name())
 }
 
 // RunDrill starts a drill of the named target now, as its schedule would;

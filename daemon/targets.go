@@ -1,0 +1,140 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/backupverify/backupverify/config"
+	"github.com/backupverify/backupverify/report"
+	"github.com/backupverify/backupverify/verifier"
+	"github.com/backupverify/backupverify/verifier/filesource"
+	"github.com/backupverify/backupverify/verifier/pgscratch"
+	"github.com/backupverify/backupverify/verifier/s3source"
+)
+
+// NewSource builds the Source a target's source URL names.
+func NewSource(ctx context.Context, c *config.Config, t config.Target) (verifier.Source, error) {
+	if bucket, prefix, err := config.ParseS3URL(t.Source); err == nil {
+		return s3source.New(ctx, s3Options(c, bucket, prefix))
+	}
+	return filesource.New(config.FilePath(t.Source)), nil
+}
+
+// NewWatchers builds a watcher per target of c (or only the one named).
+func NewWatchers(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*verifier.Watcher, error) {
+	parts, err := newTargets(ctx, c, only, log, now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*verifier.Watcher, len(parts))
+	for i, p := range parts {
+		out[i] = p.w
+	}
+	return out, nil
+}
+
+// NewDrillers builds a driller per target of c (or only the one named).
+func NewDrillers(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*verifier.Driller, error) {
+	parts, err := newTargets(ctx, c, only, log, now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*verifier.Driller, len(parts))
+	for i, p := range parts {
+		out[i] = p.d
+	}
+	return out, nil
+}
+
+func newTargets(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*targetParts, error) {
+	bins, err := pgscratch.FindBins(c.PGBinDir)
+	if err != nil {
+		return nil, err
+	}
+	var out []*targetParts
+	for _, t := range c.Targets {
+		if only != "" && t.Name != only {
+			continue
+		}
+		p, err := newTarget(ctx, c, t, bins, log, now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	if only != "" && len(out) == 0 {
+		return nil, fmt.Errorf("no target named %q in the configuration", only)
+	}
+	return out, nil
+}
+
+// targetParts are the loops of one target.
+type targetParts struct {
+	w *verifier.Watcher
+	d *verifier.Driller
+}
+
+func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) (*targetParts, error) {
+	src, err := NewSource(ctx, c, t)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	ar := pgscratch.ArchiveReader{Bins: bins}
+	w, err := verifier.NewWatcher(t, src, ar, c.StateDir, log, now)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	d := verifier.NewDriller(t, src, ar, newScratch(c, t, bins, log, now), newChecker(t), c.StateDir, log, now)
+	return &targetParts{w: w, d: d}, nil
+}
+
+func newScratch(c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) verifier.Scratch {
+	if t.Drill.Scratch == config.ScratchEmbedded {
+		return embeddedScratch(c, bins, log, now)
+	}
+	return serverScratch(t.Drill.Scratch, bins, log, now)
+}
+
+// embeddedScratch runs throwaway clusters below state_dir/scratch.
+func embeddedScratch(c *config.Config, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) *pgscratch.Embedded {
+	return &pgscratch.Embedded{Bins: bins, Dir: filepath.Join(c.StateDir, "scratch"), Log: log, Now: now}
+}
+
+// serverScratch makes scratch databases on the server adminDSN names.
+func serverScratch(adminDSN string, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) *pgscratch.Server {
+	return &pgscratch.Server{Bins: bins, AdminDSN: adminDSN, Log: log, Now: now}
+}
+
+// s3Options are the bucket's client options: the s3 section of c for every bucket.
+func s3Options(c *config.Config, bucket, prefix string) s3source.Options {
+	return s3source.Options{Bucket: bucket, Prefix: prefix, Region: c.S3.Region, Endpoint: c.S3.Endpoint,
+		PathStyle: c.S3.PathStyle, MaxAttempts: c.S3.MaxAttempts, ReadTimeout: c.S3.ReadTimeout.D()}
+}
+
+// newChecker returns the target's integrity checks, or nil without any.
+func newChecker(t config.Target) verifier.Checker {
+	if len(t.Checks) == 0 {
+		return nil
+	}
+	return verifier.NewChecks(t.Checks)
+}
+
+// NewReportStore returns where drill reports of c are kept (and copied to).
+func NewReportStore(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) (*report.Store, error) {
+	st := &report.Store{Dir: filepath.Join(c.StateDir, "reports"), Retention: c.Reports.Retention.D(), Log: log, Now: now}
+	if c.Reports.Upload != "" {
+		bucket, prefix, err := config.ParseS3URL(c.Reports.Upload)
+		if err != nil {
+			return nil, err
+		}
+		up, err := s3source.New(ctx, s3Options(c, bucket, prefix))
+		if err != nil {
+			return nil, fmt.Errorf("reports.upload: %w", err)
+		}
+		st.Upload = up
+	}
+	return st, nil
+}
