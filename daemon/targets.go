@@ -82,12 +82,16 @@ func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgsc
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
-	ar := pgscratch.ArchiveReader{Bins: bins}
-	w, err := verifier.NewWatcher(t, src, ar, c.StateDir, log, now)
+	vt, err := domainTarget(t)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
-	d := verifier.NewDriller(t, src, ar, newScratch(c, t, bins, log, now), newChecker(t), c.StateDir, log, now)
+	ar := pgscratch.ArchiveReader{Bins: bins}
+	w, err := verifier.NewWatcher(vt, src, ar, c.StateDir, log, now)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	d := verifier.NewDriller(vt, src, ar, newScratch(c, t, bins, log, now), newChecker(vt), c.StateDir, log, now)
 	return &targetParts{w: w, d: d}, nil
 }
 
@@ -96,6 +100,29 @@ func newScratch(c *config.Config, t config.Target, bins pgscratch.Bins, log *slo
 		return embeddedScratch(c, bins, log, now)
 	}
 	return serverScratch(t.Drill.Scratch, bins, log, now)
+}
+
+// domainTarget is the one conversion of a configured target into the
+// domain's Target.
+func domainTarget(t config.Target) (verifier.Target, error) {
+	match, err := config.CompileGlob(t.Match)
+	if err != nil {
+		return verifier.Target{}, err
+	}
+	vt := verifier.Target{
+		Name: t.Name, Glob: t.Match, Match: match, Checksum: t.Checksum, Manifest: t.Manifest,
+		BackupSchedule: t.BackupSchedule, BackupGrace: t.BackupGrace.D(), Poll: t.Poll.D(), VerifyLast: t.VerifyLast,
+		RPO: t.RPO.D(), RTO: t.RTO.D(),
+		Drill: verifier.DrillSpec{Timeout: t.Drill.Timeout.D(), Jobs: t.Drill.Jobs, AllowErrors: t.Drill.AllowErrors},
+	}
+	for _, ck := range t.Checks {
+		vt.Checks = append(vt.Checks, verifier.CheckSpec{
+			Name: ck.Name, Count: ck.Count, Orphans: ck.Orphans, ForeignKeys: ck.ForeignKeys, Freshness: ck.Freshness,
+			SQL: ck.SQL, Min: ck.Min, Max: ck.Max, Equals: ck.Equals, MaxDrop: ck.MaxDrop,
+			MaxLag: ck.MaxLag.D(), Timeout: ck.Timeout.D(),
+		})
+	}
+	return vt, nil
 }
 
 // embeddedScratch runs throwaway clusters below state_dir/scratch.
@@ -115,7 +142,7 @@ func s3Options(c *config.Config, bucket, prefix string) s3source.Options {
 }
 
 // newChecker returns the target's integrity checks, or nil without any.
-func newChecker(t config.Target) verifier.Checker {
+func newChecker(t verifier.Target) verifier.Checker {
 	if len(t.Checks) == 0 {
 		return nil
 	}

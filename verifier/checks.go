@@ -8,18 +8,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/backupverify/backupverify/config"
 )
 
 // Checks runs a target's integrity checks. Every check runs, each read-only
 // under its own statement timeout; one failing does not stop the others.
 type Checks struct {
-	defs []config.Check
+	defs []CheckSpec
 }
 
-// NewChecks returns the checks of a target's config.
-func NewChecks(defs []config.Check) *Checks { return &Checks{defs: defs} }
+// NewChecks returns a target's checks.
+func NewChecks(defs []CheckSpec) *Checks { return &Checks{defs: defs} }
 
 // Run implements Checker.
 func (c *Checks) Run(ctx context.Context, db ScratchDB, backup DrillBackup, prev *DrillResult) []CheckResult {
@@ -54,8 +52,8 @@ func splitColumn(ref string) (table, column string) {
 	return ref[:i], ref[i+1:]
 }
 
-func runCheck(ctx context.Context, db ScratchDB, def config.Check, backup DrillBackup, prev *DrillResult) CheckResult {
-	timeout := def.Timeout.D()
+func runCheck(ctx context.Context, db ScratchDB, def CheckSpec, backup DrillBackup, prev *DrillResult) CheckResult {
+	timeout := def.Timeout
 	query := func(sql string) (float64, bool, error) { return db.Query(ctx, sql, timeout) }
 	switch {
 	case def.Count != "":
@@ -93,7 +91,7 @@ func runCheck(ctx context.Context, db ScratchDB, def config.Check, backup DrillB
 	case def.ForeignKeys:
 		return foreignKeys(ctx, db, timeout)
 	case def.Freshness != "":
-		r := CheckResult{Kind: "freshness", Expected: "lag ≤ " + def.MaxLag.String()}
+		r := CheckResult{Kind: "freshness", Expected: "lag ≤ " + durationText(def.MaxLag)}
 		table, col := splitColumn(def.Freshness)
 		newest, ok, err := query(fmt.Sprintf("SELECT extract(epoch FROM max(%s)::timestamptz) FROM %s", quoteIdent(col), quoteIdent(table)))
 		if err != nil {
@@ -108,7 +106,7 @@ func runCheck(ctx context.Context, db ScratchDB, def config.Check, backup DrillB
 		r.Value = &lag
 		newestT := time.Unix(0, int64(newest*1e9)).UTC()
 		r.Actual = fmt.Sprintf("lag %s (newest %s)", (time.Duration(lag * float64(time.Second))).Round(time.Second), newestT.Format(time.RFC3339))
-		r.OK = lag <= def.MaxLag.D().Seconds()
+		r.OK = lag <= def.MaxLag.Seconds()
 		return r
 	default:
 		r := CheckResult{Kind: "sql"}
@@ -129,7 +127,7 @@ func runCheck(ctx context.Context, db ScratchDB, def config.Check, backup DrillB
 }
 
 // boundsCheck applies min, max and equals.
-func boundsCheck(def config.Check, v float64) (string, bool) {
+func boundsCheck(def CheckSpec, v float64) (string, bool) {
 	var exp []string
 	ok := true
 	if def.Equals != nil {
@@ -150,7 +148,7 @@ func boundsCheck(def config.Check, v float64) (string, bool) {
 var percent = regexp.MustCompile(`^(\d+(?:\.\d+)?)%$`)
 
 // maxDrop compares a count with the same check of the previous passing drill.
-func maxDrop(def config.Check, v float64, prev *DrillResult) (string, bool) {
+func maxDrop(def CheckSpec, v float64, prev *DrillResult) (string, bool) {
 	m := percent.FindStringSubmatch(def.MaxDrop)
 	pct, _ := strconv.ParseFloat(m[1], 64)
 	var before *float64

@@ -11,8 +11,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/backupverify/backupverify/config"
 )
 
 // Backup is a backup found in a listing, with where its checksum is expected.
@@ -32,7 +30,7 @@ func (b Backup) ID() string { return b.Key + "@" + b.ETag }
 
 // Discover picks the backups out of a listing, newest first. A manifest
 // (CHECKSUM beside the dump) or sidecar (dump.sha256) is matched to each.
-func Discover(objs []Object, t *config.Target, match *regexp.Regexp) []Backup {
+func Discover(objs []Object, t *Target, match *regexp.Regexp) []Backup {
 	byKey := make(map[string]Object, len(objs))
 	for _, o := range objs {
 		byKey[o.Key] = o
@@ -50,21 +48,21 @@ func Discover(objs []Object, t *config.Target, match *regexp.Regexp) []Backup {
 		m, hasManifest := byKey[manifest]
 		s, hasSidecar := byKey[o.Key+".sha256"]
 		mode := t.Checksum
-		if mode == config.ChecksumAuto {
+		if mode == ChecksumAuto {
 			switch {
 			case hasManifest:
-				mode = config.ChecksumManifest
+				mode = ChecksumManifest
 			case hasSidecar:
-				mode = config.ChecksumSidecar
+				mode = ChecksumSidecar
 			default:
-				mode = config.ChecksumS3
+				mode = ChecksumS3
 			}
 		}
 		b.ChecksumKind = mode
 		switch {
-		case mode == config.ChecksumManifest && hasManifest:
+		case mode == ChecksumManifest && hasManifest:
 			b.ChecksumKey, b.ChecksumModified = m.Key, m.LastModified
-		case mode == config.ChecksumSidecar && hasSidecar:
+		case mode == ChecksumSidecar && hasSidecar:
 			b.ChecksumKey, b.ChecksumModified = s.Key, s.LastModified
 		}
 		out = append(out, b)
@@ -89,9 +87,9 @@ const maxChecksumFile = 1 << 20
 // to be found.
 func expectedChecksum(ctx context.Context, src Source, b Backup) (sum, from string, err error) {
 	switch b.ChecksumKind {
-	case config.ChecksumNone:
+	case ChecksumNone:
 		return "", "none", nil
-	case config.ChecksumS3:
+	case ChecksumS3:
 		sum, err := src.StoredChecksum(ctx, b.Key)
 		if err != nil {
 			return "", "", fmt.Errorf("read stored checksum of %s: %w", b.Key, err)
@@ -103,7 +101,7 @@ func expectedChecksum(ctx context.Context, src Source, b Backup) (sum, from stri
 	}
 	if b.ChecksumKey == "" {
 		what := "manifest"
-		if b.ChecksumKind == config.ChecksumSidecar {
+		if b.ChecksumKind == ChecksumSidecar {
 			what = b.Key + ".sha256 sidecar"
 		}
 		return "", "", fmt.Errorf("%w: no %s for %s", errMissingChecksum, what, b.Key)
@@ -114,7 +112,7 @@ func expectedChecksum(ctx context.Context, src Source, b Backup) (sum, from stri
 	}
 	defer body.Close()
 	want := path.Base(b.Key)
-	if b.ChecksumKind == config.ChecksumSidecar {
+	if b.ChecksumKind == ChecksumSidecar {
 		want = "" // a sidecar's only line is the one
 	}
 	sum, err = findSum(io.LimitReader(body, maxChecksumFile), want, b.Key)

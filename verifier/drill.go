@@ -15,8 +15,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/backupverify/backupverify/config"
 )
 
 // Phase is a drill phase; it is a metric label.
@@ -152,7 +150,7 @@ func (r *DrillResult) Phase(p Phase) *PhaseResult {
 
 // Driller runs restore drills of one target.
 type Driller struct {
-	target   config.Target
+	target   Target
 	src      Source
 	archive  ArchiveReader
 	scratch  Scratch
@@ -170,7 +168,7 @@ type Driller struct {
 }
 
 // NewDriller loads the target's last drills from stateDir.
-func NewDriller(t config.Target, src Source, ar ArchiveReader, sc Scratch, ck Checker, stateDir string, log *slog.Logger, now func() time.Time) *Driller {
+func NewDriller(t Target, src Source, ar ArchiveReader, sc Scratch, ck Checker, stateDir string, log *slog.Logger, now func() time.Time) *Driller {
 	d := &Driller{target: t, src: src, archive: ar, scratch: sc, checker: ck, stateDir: stateDir,
 		log: log.With("target", t.Name), now: now, failures: map[Phase]uint64{}}
 	for _, p := range Phases {
@@ -234,11 +232,11 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 		d.mu.Unlock()
 	}()
 
-	timeout := d.target.Drill.Timeout.D()
+	timeout := d.target.Drill.Timeout
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("drill timed out after %s", timeout))
 	defer cancel()
 	r := DrillResult{Target: d.target.Name, Started: d.now(), Scratch: d.scratch.Kind(), Jobs: d.target.Drill.Jobs,
-		RTOTarget: secondsOf(d.target.RTO.D()), RPOTarget: secondsOf(d.target.RPO.D()), Trigger: trigger,
+		RTOTarget: secondsOf(d.target.RTO), RPOTarget: secondsOf(d.target.RPO), Trigger: trigger,
 		Backup: DrillBackup{Source: d.src.String()}}
 	d.log.Info("drill starting", "trigger", trigger)
 
@@ -363,13 +361,9 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 	if err != nil {
 		return "", nil, fmt.Errorf("list %s: %w", d.src, err)
 	}
-	match, err := config.CompileGlob(d.target.Match)
-	if err != nil {
-		return "", nil, err
-	}
-	backups := Discover(objs, &d.target, match)
+	backups := Discover(objs, &d.target, d.target.Match)
 	if len(backups) == 0 {
-		return "", nil, fmt.Errorf("no backups matching %q in %s", d.target.Match, d.src)
+		return "", nil, fmt.Errorf("no backups matching %q in %s", d.target.Glob, d.src)
 	}
 	nb := backups[0]
 	// A backup whose manifest or sidecar is not there yet, and that is
@@ -380,9 +374,9 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 		usesFiles = usesFiles || b.ChecksumKey != ""
 	}
 	for _, b := range backups {
-		expectsFile := b.ChecksumKind == config.ChecksumManifest || b.ChecksumKind == config.ChecksumSidecar ||
-			d.target.Checksum == config.ChecksumAuto && usesFiles
-		writing := expectsFile && b.ChecksumKey == "" && d.now().Sub(b.LastModified) < d.target.BackupGrace.D()
+		expectsFile := b.ChecksumKind == ChecksumManifest || b.ChecksumKind == ChecksumSidecar ||
+			d.target.Checksum == ChecksumAuto && usesFiles
+		writing := expectsFile && b.ChecksumKey == "" && d.now().Sub(b.LastModified) < d.target.BackupGrace
 		if !writing {
 			nb = b
 			break

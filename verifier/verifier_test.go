@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -121,7 +122,7 @@ func TestVerifyPlain(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src := &memSource{objs: map[string][]byte{"db.sql": tt.body}, mod: map[string]time.Time{"db.sql": t0},
 				sums: map[string]string{"db.sql": tt.sum}}
-			b := Backup{Object: Object{Key: "db.sql", Size: int64(len(tt.body)), LastModified: t0}, ChecksumKind: config.ChecksumS3}
+			b := Backup{Object: Object{Key: "db.sql", Size: int64(len(tt.body)), LastModified: t0}, ChecksumKind: ChecksumS3}
 			r, err := Verify(context.Background(), src, noArchive{t}, b, now)
 			if err != nil {
 				t.Fatal(err)
@@ -145,7 +146,7 @@ func TestVerifyCancelledIsNotAFailure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	src := &memSource{objs: map[string][]byte{"db.sql": []byte(plainDump)}, sums: map[string]string{"db.sql": hexsum([]byte(plainDump))}}
-	b := Backup{Object: Object{Key: "db.sql", Size: int64(len(plainDump))}, ChecksumKind: config.ChecksumS3}
+	b := Backup{Object: Object{Key: "db.sql", Size: int64(len(plainDump))}, ChecksumKind: ChecksumS3}
 	if _, err := Verify(ctx, src, noArchive{t}, b, time.Now); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -189,8 +190,8 @@ func TestDiscoverLayouts(t *testing.T) {
 		{Key: "bare.dump", LastModified: t0.Add(-2 * time.Minute)},
 		{Key: "README.txt", LastModified: t0},
 	}
-	tg := config.Target{Match: "**/*.dump", Checksum: "auto", Manifest: "CHECKSUM"}
-	re, _ := config.CompileGlob(tg.Match)
+	re, _ := config.CompileGlob("**/*.dump")
+	tg := Target{Glob: "**/*.dump", Match: re, Checksum: "auto", Manifest: "CHECKSUM"}
 	got := Discover(objs, &tg, re)
 	var lines []string
 	for _, b := range got {
@@ -240,8 +241,8 @@ func TestWatcherFirstStartAndState(t *testing.T) {
 		body := strings.Replace(plainDump, "02:00:07", fmt.Sprintf("02:%02d:07", i), 1)
 		src.objs[k], src.mod[k], src.sums[k] = []byte(body), t0.Add(time.Duration(i)*time.Minute), hexsum([]byte(body))
 	}
-	tg := config.Target{Name: "t", Match: "*.sql", Checksum: "s3", Manifest: "CHECKSUM", VerifyLast: 2,
-		Poll: config.Duration(time.Minute), BackupGrace: config.Duration(time.Minute), RPO: config.Duration(time.Hour)}
+	tg := Target{Name: "t", Glob: "*.sql", Match: regexp.MustCompile(`^[^/]*\.sql$`), Checksum: "s3", Manifest: "CHECKSUM",
+		VerifyLast: 2, Poll: time.Minute, BackupGrace: time.Minute, RPO: time.Hour}
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	w, err := NewWatcher(tg, src, noArchive{t}, dir, log, now)
@@ -273,5 +274,16 @@ func TestWatcherFirstStartAndState(t *testing.T) {
 	w2.Scan(context.Background())
 	if src.opens != 3 {
 		t.Errorf("restart re-read backups: opens = %d, want 3", src.opens)
+	}
+}
+
+// TestDurationText: a check's expectation reads its max_lag as the
+// configuration writes durations.
+func TestDurationText(t *testing.T) {
+	for _, d := range []time.Duration{0, 1500 * time.Millisecond, 90 * time.Second, 90 * time.Minute, 25 * time.Hour,
+		30 * 24 * time.Hour, 14 * 24 * time.Hour, 365 * 24 * time.Hour, -time.Minute} {
+		if got, want := durationText(d), config.Duration(d).String(); got != want {
+			t.Errorf("durationText(%v) = %q, want %q", d, got, want)
+		}
 	}
 }

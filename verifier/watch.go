@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/backupverify/backupverify/config"
 	"github.com/robfig/cron/v3"
 )
 
@@ -79,7 +78,7 @@ type Status struct {
 
 // Watcher runs the watch loop of one target.
 type Watcher struct {
-	target  config.Target
+	target  Target
 	src     Source
 	archive ArchiveReader
 	log     *slog.Logger
@@ -101,13 +100,9 @@ type Watcher struct {
 }
 
 // NewWatcher loads the target's state from stateDir and returns its watcher.
-func NewWatcher(t config.Target, src Source, ar ArchiveReader, stateDir string, log *slog.Logger, now func() time.Time) (*Watcher, error) {
-	match, err := config.CompileGlob(t.Match)
-	if err != nil {
-		return nil, err
-	}
+func NewWatcher(t Target, src Source, ar ArchiveReader, stateDir string, log *slog.Logger, now func() time.Time) (*Watcher, error) {
 	w := &Watcher{
-		target: t, src: src, archive: ar, now: now, match: match,
+		target: t, src: src, archive: ar, now: now, match: t.Match,
 		log:      log.With("target", t.Name),
 		file:     filepath.Join(stateDir, "targets", t.Name, "watch.json"),
 		failures: map[Reason]uint64{},
@@ -117,6 +112,7 @@ func NewWatcher(t config.Target, src Source, ar ArchiveReader, stateDir string, 
 		w.failures[r] = 0
 	}
 	if t.BackupSchedule != "" {
+		var err error
 		if w.sched, err = cron.ParseStandard(t.BackupSchedule); err != nil {
 			return nil, fmt.Errorf("backup_schedule: %w", err)
 		}
@@ -131,7 +127,7 @@ func NewWatcher(t config.Target, src Source, ar ArchiveReader, stateDir string, 
 func (w *Watcher) Name() string { return w.target.Name }
 
 // Target returns the target's configuration.
-func (w *Watcher) Target() config.Target { return w.target }
+func (w *Watcher) Target() Target { return w.target }
 
 func (w *Watcher) load() error {
 	b, err := os.ReadFile(w.file)
@@ -211,7 +207,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for {
 		w.Scan(ctx)
 		now := w.now()
-		wait := w.target.Poll.D()
+		wait := w.target.Poll
 		if w.sched != nil {
 			if d := w.sched.Next(now).Add(dueSettle).Sub(now); d < wait {
 				wait = d
@@ -310,7 +306,7 @@ func (w *Watcher) Scan(ctx context.Context) {
 // written: its checksum file is missing or older than the dump, and the dump
 // is younger than backup_grace. Such a backup is tried again next scan.
 func (w *Watcher) pending(b Backup, r Result) bool {
-	young := w.now().Sub(b.LastModified) < w.target.BackupGrace.D()
+	young := w.now().Sub(b.LastModified) < w.target.BackupGrace
 	switch r.Reason {
 	case ReasonMissingChecksum:
 		return young
@@ -372,7 +368,7 @@ func (w *Watcher) VerifyNewest(ctx context.Context) (Result, error) {
 	}
 	backups := Discover(objs, &w.target, w.match)
 	if len(backups) == 0 {
-		return Result{}, fmt.Errorf("no backups matching %q in %s", w.target.Match, w.src)
+		return Result{}, fmt.Errorf("no backups matching %q in %s", w.target.Glob, w.src)
 	}
 	return Verify(ctx, w.src, w.archive, backups[0], w.now)
 }
@@ -382,7 +378,7 @@ func (w *Watcher) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := Status{
-		Target: w.target.Name, RPOTarget: w.target.RPO.D(), RTOTarget: w.target.RTO.D(), Source: w.src.String(),
+		Target: w.target.Name, RPOTarget: w.target.RPO, RTOTarget: w.target.RTO, Source: w.src.String(),
 		VerifiedTotal: w.verified, ScanLastOK: w.scanOK, ScanErrors: w.scanErrs, ScanLastError: w.scanErr,
 		Catalogued: len(w.st.Catalogue), VerifyInFlight: w.inFlight,
 		Failures: make(map[Reason]uint64, len(w.failures)),
@@ -407,7 +403,7 @@ func (w *Watcher) Status() Status {
 		if s.Newest != nil {
 			ref = s.Newest.Created
 		}
-		s.NextBackupDue, s.Missed = missed(w.sched, ref, w.target.BackupGrace.D(), w.now())
+		s.NextBackupDue, s.Missed = missed(w.sched, ref, w.target.BackupGrace, w.now())
 	}
 	return s
 }
