@@ -39,9 +39,6 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return model.Duration(d).String() }
 
-// MarshalYAML writes the duration back in the same notation.
-func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
-
 // Config is the whole file.
 type Config struct {
 	Listen   string        `yaml:"listen"`

@@ -37,7 +37,7 @@ func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() t
 		srv := serverScratch(dsn, bins, log, now)
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
 		if err := srv.Sweep(sctx, names); err != nil {
-			log.Warn("sweep scratch server", "scratch", srv.Kind(), "err", err)
+			log.Warn("sweep scratch server", "scratch", srv.Location(), "err", err)
 		}
 		cancel()
 	}

@@ -38,8 +38,9 @@ type Scratch interface {
 	// than reuse a database that exists. The returned ScratchDB must be
 	// closed, even when ctx is cancelled.
 	Create(ctx context.Context, target string, info ArchiveInfo) (ScratchDB, error)
-	// Kind describes the scratch for reports: "embedded" or the server's host.
-	Kind() string
+	// Location says where drills restore, for reports and logs: "embedded"
+	// or "server host:port", never credentials.
+	Location() string
 }
 
 // ScratchDB is one database a drill created.
@@ -235,7 +236,7 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 	timeout := d.target.Drill.Timeout
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("drill timed out after %s", timeout))
 	defer cancel()
-	r := DrillResult{Target: d.target.Name, Started: d.now(), Scratch: d.scratch.Kind(), Jobs: d.target.Drill.Jobs,
+	r := DrillResult{Target: d.target.Name, Started: d.now(), Scratch: d.scratch.Location(), Jobs: d.target.Drill.Jobs,
 		RTOTarget: secondsOf(d.target.RTO), RPOTarget: secondsOf(d.target.RPO), Trigger: trigger,
 		Backup: DrillBackup{Source: d.src.String()}}
 	d.log.Info("drill starting", "trigger", trigger)

@@ -1,5 +1,6 @@
 // Package verifier is backupverify's domain: finding backups in a source,
-// verifying them, and keeping what it learnt per target. It imports neither the
+// verifying them, drilling restores of them with their integrity checks, and
+// keeping what it learnt per target. It imports neither the
 // AWS SDK, nor pgx, nor Prometheus: those sit behind the small interfaces here.
 package verifier
 

@@ -53,21 +53,20 @@ type watchState struct {
 
 // Status is a snapshot of one target's watch loop, for metrics and pages.
 type Status struct {
-	Target         string
-	RPOTarget      time.Duration
-	Source         string
-	Newest         *Record // newest backup seen; nil when none
-	LastResult     *Result // newest completed verification of the newest backup
-	LastVerified   *Result // newest backup that passed
-	Missed         bool
-	NextBackupDue  time.Time
-	VerifiedTotal  uint64
-	Failures       map[Reason]uint64
-	ScanLastOK     time.Time
-	ScanErrors     uint64
-	ScanLastError  string
-	Catalogued     int
-	VerifyInFlight bool
+	Target        string
+	RPOTarget     time.Duration
+	Source        string
+	Newest        *Record // newest backup seen; nil when none
+	LastResult    *Result // newest completed verification of the newest backup
+	LastVerified  *Result // newest backup that passed
+	Missed        bool
+	NextBackupDue time.Time
+	VerifiedTotal uint64
+	Failures      map[Reason]uint64
+	ScanLastOK    time.Time
+	ScanErrors    uint64
+	ScanLastError string
+	Catalogued    int
 
 	// Drill side, filled by the daemon from the Driller and the scheduler.
 	RTOTarget     time.Duration
@@ -95,8 +94,6 @@ type Watcher struct {
 	scanOK   time.Time
 	scanErrs uint64
 	scanErr  string
-	inFlight bool
-	kick     chan struct{}
 }
 
 // NewWatcher loads the target's state from stateDir and returns its watcher.
@@ -106,7 +103,6 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, stateDir string, log *sl
 		log:      log.With("target", t.Name),
 		file:     filepath.Join(stateDir, "targets", t.Name, "watch.json"),
 		failures: map[Reason]uint64{},
-		kick:     make(chan struct{}, 1),
 	}
 	for _, r := range Reasons {
 		w.failures[r] = 0
@@ -125,9 +121,6 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, stateDir string, log *sl
 
 // Name returns the target's name.
 func (w *Watcher) Name() string { return w.target.Name }
-
-// Target returns the target's configuration.
-func (w *Watcher) Target() Target { return w.target }
 
 func (w *Watcher) load() error {
 	b, err := os.ReadFile(w.file)
@@ -190,14 +183,6 @@ func WriteFileAtomic(path string, b []byte) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// Kick asks the loop to scan now.
-func (w *Watcher) Kick() {
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-}
-
 // dueSettle is how long after a scheduled backup time the loop looks again.
 const dueSettle = 5 * time.Second
 
@@ -219,8 +204,6 @@ func (w *Watcher) Run(ctx context.Context) error {
 			t.Stop()
 			return nil
 		case <-t.C:
-		case <-w.kick:
-			t.Stop()
 		}
 	}
 }
@@ -317,14 +300,10 @@ func (w *Watcher) pending(b Backup, r Result) bool {
 }
 
 func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
-	w.mu.Lock()
-	w.inFlight = true
-	w.mu.Unlock()
 	w.log.Info("verifying backup", "key", b.Key, "size", b.Size, "checksum", b.ChecksumKind)
 	r, err := Verify(ctx, w.src, w.archive, b, w.now)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.inFlight = false
 	if err != nil {
 		return // cancelled: nothing was learnt
 	}
@@ -380,8 +359,8 @@ func (w *Watcher) Status() Status {
 	s := Status{
 		Target: w.target.Name, RPOTarget: w.target.RPO, RTOTarget: w.target.RTO, Source: w.src.String(),
 		VerifiedTotal: w.verified, ScanLastOK: w.scanOK, ScanErrors: w.scanErrs, ScanLastError: w.scanErr,
-		Catalogued: len(w.st.Catalogue), VerifyInFlight: w.inFlight,
-		Failures: make(map[Reason]uint64, len(w.failures)),
+		Catalogued: len(w.st.Catalogue),
+		Failures:   make(map[Reason]uint64, len(w.failures)),
 	}
 	for k, v := range w.failures {
 		s.Failures[k] = v

@@ -1,6 +1,8 @@
-// Package pgscratch runs PostgreSQL's programs for backupverify: reading
-// archives with pg_restore, and throwaway clusters to restore into. It is
-// the only user of os/exec and pgx.
+// Package pgscratch runs PostgreSQL for backupverify: reading archives with
+// pg_restore, restoring them with pg_restore or psql into a scratch database
+// (a throwaway cluster, or a dedicated server), and querying it over pgx.
+// Of the daemon's packages it alone imports pgx and runs programs; the quick
+// start also runs pg_dump, and the tests' internal/testenv runs PostgreSQL.
 package pgscratch
 
 import (

@@ -21,8 +21,8 @@ type Embedded struct {
 	Now  func() time.Time
 }
 
-// Kind implements verifier.Scratch.
-func (e *Embedded) Kind() string { return "embedded" }
+// Location implements verifier.Scratch.
+func (e *Embedded) Location() string { return "embedded" }
 
 // restoreRole is the role restores run as: it owns the scratch database
 // and nothing else, and is not a superuser.

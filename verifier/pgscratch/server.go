@@ -25,8 +25,9 @@ type Server struct {
 	Now      func() time.Time
 }
 
-// Kind implements verifier.Scratch: the server's host, never its credentials.
-func (s *Server) Kind() string {
+// Location implements verifier.Scratch: the server's host and port, never
+// its credentials.
+func (s *Server) Location() string {
 	cfg, err := pgx.ParseConfig(s.AdminDSN)
 	if err != nil {
 		return "server"

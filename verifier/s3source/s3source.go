@@ -1,5 +1,6 @@
 // Package s3source is a verifier.Source over S3 and S3-compatible stores,
-// through aws-sdk-go-v2. It is the only importer of the AWS SDK.
+// through aws-sdk-go-v2. Of the daemon's packages it alone imports the AWS
+// SDK; the tests' internal/testenv uses it too, to fill their S3 server.
 package s3source
 
 import (
