@@ -38,6 +38,7 @@ type S3 struct {
 	Direct   string // versitygw itself
 	Proxy    *FaultProxy
 	Client   *s3.Client // talks to Direct, for fixtures
+	Dir      string     // versitygw's folder: bucket/key are files below it
 }
 
 // StartS3 starts versitygw serving a temporary folder, and the proxy. It sets
@@ -79,7 +80,7 @@ func StartS3(t testing.TB) *S3 {
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	})
-	return &S3{Endpoint: srv.URL, Direct: "http://" + addr, Proxy: fp, Client: client}
+	return &S3{Endpoint: srv.URL, Direct: "http://" + addr, Proxy: fp, Client: client, Dir: dir}
 }
 
 // CreateBucket makes a bucket.
@@ -143,6 +144,7 @@ type FaultProxy struct {
 	mu         sync.Mutex
 	stallKey   string
 	gets       map[string]int
+	hook       atomic.Pointer[Hook] // see faults.go
 }
 
 func newFaultProxy(target *url.URL) *FaultProxy {
@@ -159,6 +161,9 @@ func newFaultProxy(target *url.URL) *FaultProxy {
 			if r.Method != http.MethodGet || r.URL.Query().Has("list-type") {
 				return nil
 			}
+			if h := fp.hook.Load(); h != nil && h.Body != nil {
+				resp.Body = h.Body(r, resp.Body)
+			}
 			fp.mu.Lock()
 			match := fp.stallKey != "" && strings.HasSuffix(r.URL.Path, fp.stallKey)
 			fp.mu.Unlock()
@@ -173,6 +178,9 @@ func newFaultProxy(target *url.URL) *FaultProxy {
 }
 
 func (fp *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := fp.hook.Load(); h != nil && h.Intercept != nil && h.Intercept(w, r) {
+		return
+	}
 	if fp.fail503.Load() > 0 && fp.fail503.Add(-1) >= 0 {
 		w.Header().Set("Content-Type", "application/xml")
 		w.WriteHeader(http.StatusServiceUnavailable)
