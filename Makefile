@@ -4,7 +4,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build test deps lint quickstart bench bench-drill generate clean
+.PHONY: all build test deps lint quickstart bench bench-drill generate soak clean
 
 all: build
 
@@ -48,6 +48,12 @@ generate:
 ## bench-drill: drill RTO and phase times of a ~1 GiB dump with jobs 1 and 4
 bench-drill: deps
 	./scripts/bench-drill.sh
+
+## soak: the simulated day of faults (issue 11) for SOAK_DURATION (default 60m); prints the table.
+## `make test` runs its short form (every fault once, under 5 minutes).
+SOAK_DURATION ?= 60m
+soak: deps
+	SOAK_DURATION=$(SOAK_DURATION) ./scripts/soak.sh
 
 clean:
 	rm -rf bin quickstart-data

@@ -30,19 +30,20 @@ import (
 )
 
 // Settings of the simulated day. Durations are scaled down so that a day's
-// worth of faults fits in minutes: the daemon polls every 2s, a backup is due
+// worth of faults fits in minutes: the daemon polls every second, a backup is due
 // every minute, the RPO objective is 2m.
 const (
 	target      = "crm"
 	bucket      = "backups"
 	prefix      = "crm/"
-	pollEvery   = 2 * time.Second
-	backupGrace = 40 * time.Second
+	pollEvery   = 1 * time.Second
+	backupGrace = 25 * time.Second
 	rpo         = 2 * time.Minute
 	drillTO     = 20 * time.Second
-	// A backup is taken at least this often while no fault holds the
-	// newest backup (the schedule says every minute; grace is 40s).
-	backupEvery = 45 * time.Second
+	// A routine backup is taken at least this often while no fault holds
+	// the newest backup. The daemon calls a backup missed at the earliest
+	// 2×backup_grace after the newest one (schedule every minute).
+	backupEvery = 20 * time.Second
 	leadsMin    = 200 // the count check's min: crm has 1000 leads, crm_small 40
 )
 

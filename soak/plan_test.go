@@ -44,7 +44,7 @@ type fault struct {
 func plan() []fault {
 	return []fault{
 		{
-			name: "start-up: old backups, a fresh one, first verification",
+			name: "quiet: newest backup verified (round 1: start-up)",
 			inject: func(e *env) []string {
 				if !e.tryUntil(60*time.Second, func() bool {
 					return e.metric(`backupverify_backup_checksum_ok{target="crm"}`) == 1
@@ -57,15 +57,15 @@ func plan() []fault {
 		},
 		{
 			// A throttled prefix: listings work, every request for the new
-			// backup's objects answers 503 SlowDown for 15s. A download
+			// backup's objects answers 503 SlowDown for 8s. A download
 			// failure is not a verdict on the backup: retried later, it
 			// passes; meanwhile only the download-failing warning is pending.
-			name:   "503 storm on the newest backup (15s)",
+			name:   "503 storm on the newest backup (8s)",
 			expect: []string{"BackupVerifyDownloadFailing:warning"},
 			inject: func(e *env) []string {
 				e.locked = true
 				name := e.nextName()
-				e.s3.Proxy.SetHook(testenv.Storm503("/"+bucket+"/"+prefix+name+"/", time.Now().Add(15*time.Second)))
+				e.s3.Proxy.SetHook(testenv.Storm503("/"+bucket+"/"+prefix+name+"/", time.Now().Add(8*time.Second)))
 				before := e.metric(`backupverify_backup_verify_failures_total{reason="download_error",target="crm"}`)
 				e.backup(backupOpts{name: name})
 				if !e.tryUntil(30*time.Second, func() bool {
@@ -75,7 +75,7 @@ func plan() []fault {
 				}
 				return nil
 			},
-			natural: 30 * time.Second,
+			natural: 10 * time.Second,
 		},
 		{
 			name:   "stalled body: the newest dump stops after 4 KiB, 3 GETs",
@@ -94,7 +94,7 @@ func plan() []fault {
 				}
 				return nil
 			},
-			natural: 30 * time.Second,
+			natural: 10 * time.Second,
 		},
 		{
 			name:   "truncated body: the newest dump cut after 4 KiB, 3 GETs",
@@ -113,7 +113,7 @@ func plan() []fault {
 				}
 				return nil
 			},
-			natural: 30 * time.Second,
+			natural: 10 * time.Second,
 		},
 		{
 			name:   "bit flip in a dump uploaded with the good checksum",
@@ -302,7 +302,7 @@ func plan() []fault {
 			inject: func(e *env) []string {
 				return e.restartMidDrill(syscall.SIGTERM)
 			},
-			natural: 20 * time.Second,
+			natural: 10 * time.Second,
 		},
 		{
 			name:   "SIGKILL mid-drill, then restart",
@@ -310,7 +310,7 @@ func plan() []fault {
 			inject: func(e *env) []string {
 				return e.restartMidDrill(syscall.SIGKILL)
 			},
-			natural: 20 * time.Second,
+			natural: 10 * time.Second,
 		},
 		{
 			// Every backup newer than the one dated two hours ago is deleted:

@@ -100,8 +100,8 @@ func TestSoak(t *testing.T) {
 }
 
 // checkRSS compares the daemon's resident memory in the last quarter of the
-// run with the first quarter. Samples of the first 20s after each start are
-// left out (a process grows into its working set).
+// run with the first quarter. Samples of the first minute after each start
+// are left out (a process grows into its working set).
 func (e *env) checkRSS() string {
 	var steady []rssSample
 	startOf := map[int]time.Time{}
@@ -109,7 +109,7 @@ func (e *env) checkRSS() string {
 		if _, ok := startOf[s.pid]; !ok {
 			startOf[s.pid] = s.at
 		}
-		if s.at.Sub(startOf[s.pid]) >= 20*time.Second {
+		if s.at.Sub(startOf[s.pid]) >= time.Minute {
 			steady = append(steady, s)
 		}
 	}
@@ -146,6 +146,7 @@ type slotRec struct {
 	first    map[string]time.Time
 	holdMiss []string
 	notes    []string
+	end      time.Time
 }
 
 func (s *slotRec) observed() []string { return keys(s.first) }
@@ -220,8 +221,8 @@ func (e *env) runSlot(f fault) *slotRec {
 
 	// The expected alerts have a few scrapes and evaluations to show; with
 	// none expected, the same time shows any that should not be there.
-	e.obs.waitSeen(e, 10*time.Second, f.expect...)
-	e.sleep(3 * time.Second)
+	e.obs.waitSeen(e, 6*time.Second, f.expect...)
+	e.sleep(2 * time.Second)
 	if len(f.hold) > 0 {
 		act, _ := e.activeAlerts()
 		for _, h := range f.hold {
@@ -259,6 +260,7 @@ func (e *env) runSlot(f fault) *slotRec {
 		}
 	}
 	e.obs.end()
+	rec.end = time.Now()
 	verdict := "PASS"
 	if !rec.pass() {
 		verdict = "FAIL: " + strings.Join(rec.problems(), "; ")
@@ -411,18 +413,19 @@ func shorts(as []string) string {
 func renderTable(slots []*slotRec) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "#\tfault\texpected\tobserved\tto fire\tto resolve\tresult")
+	fmt.Fprintln(w, "#\tfault\texpected\tobserved\tto fire\tto resolve\tslot\tresult")
 	for i, s := range slots {
+		// Until the last expected alert (of those seen) went pending.
 		fire := "-"
-		if len(s.fault.expect) > 0 && len(s.missing()) == 0 {
-			var last time.Time
-			for got, at := range s.first {
-				for _, exp := range s.fault.expect {
-					if matches(exp, got) && at.After(last) {
-						last = at
-					}
+		var last time.Time
+		for got, at := range s.first {
+			for _, exp := range s.fault.expect {
+				if matches(exp, got) && at.After(last) {
+					last = at
 				}
 			}
+		}
+		if !last.IsZero() {
 			fire = last.Sub(s.start).Round(100 * time.Millisecond).String()
 		}
 		resolve := "never"
@@ -436,7 +439,8 @@ func renderTable(slots []*slotRec) string {
 		if !s.pass() {
 			result = "FAIL: " + strings.Join(s.problems(), "; ")
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, s.fault.name, shorts(s.fault.expect), shorts(s.observed()), fire, resolve, result)
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, s.fault.name, shorts(s.fault.expect), shorts(s.observed()), fire, resolve,
+			s.end.Sub(s.start).Round(time.Second), result)
 	}
 	w.Flush()
 	return b.String()
