@@ -68,6 +68,7 @@ type env struct {
 	obs     *observer
 
 	daemon     *exec.Cmd
+	daemonPID  int // 0 once it has exited
 	daemonDone chan error
 	started    time.Time // first start of the daemon: the target is watched since
 
@@ -102,6 +103,23 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, dir: dir, state: filepath.Join(dir, "state"), pgbin: filepath.Join(dir, "pgbin"),
 		marker: filepath.Join(dir, "restore-mode"), held: filepath.Join(dir, "restore-held"),
 		token: "soak-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	// Runs after the daemon is gone (cleanups run last-registered first):
+	// a test that failed mid-drill may leave a scratch cluster or a held
+	// pg_restore of this run behind; they are ended by their process id.
+	t.Cleanup(func() {
+		os.Remove(e.marker)
+		for i := 0; i < 50; i++ {
+			stray := e.strayPIDs()
+			if len(stray) == 0 {
+				return
+			}
+			for _, pid := range stray {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Errorf("could not end: %v", e.strayProcesses())
+	})
 
 	buildDone := make(chan error, 1)
 	e.bin = filepath.Join(dir, "backupverify")
@@ -261,7 +279,7 @@ func (e *env) startDaemon() {
 		done <- cmd.Wait()
 		f.Close()
 	}()
-	e.daemon, e.daemonDone = cmd, done
+	e.daemon, e.daemonDone, e.daemonPID = cmd, done, cmd.Process.Pid
 	e.t.Cleanup(func() {
 		select {
 		case <-done:
@@ -294,9 +312,12 @@ func (e *env) stopDaemon(sig syscall.Signal) error {
 	select {
 	case err := <-e.daemonDone:
 		e.daemonDone <- err
+		e.daemonPID = 0
 		return err
 	case <-time.After(60 * time.Second):
 		_ = e.daemon.Process.Kill()
+		e.daemonDone <- <-e.daemonDone
+		e.daemonPID = 0
 		return fmt.Errorf("the daemon did not exit within 60s of %v", sig)
 	}
 }
@@ -480,10 +501,10 @@ func (e *env) sleep(d time.Duration) { e.tryUntil(d, func() bool { return false 
 // tick samples the daemon's RSS every 2s and, unless a fault owns the
 // newest backup, takes a routine backup when the last one is getting old.
 func (e *env) tick() {
-	if time.Since(e.lastRSS) >= 2*time.Second && e.daemon != nil {
+	if time.Since(e.lastRSS) >= 2*time.Second && e.daemonPID != 0 {
 		e.lastRSS = time.Now()
-		if kib, ok := vmRSS(e.daemon.Process.Pid); ok {
-			e.rss = append(e.rss, rssSample{at: time.Now(), pid: e.daemon.Process.Pid, kib: kib})
+		if kib, ok := vmRSS(e.daemonPID); ok {
+			e.rss = append(e.rss, rssSample{at: time.Now(), pid: e.daemonPID, kib: kib})
 		}
 	}
 	if !e.locked && !e.lastBackup.IsZero() && time.Since(e.lastBackup) > backupEvery {
@@ -725,15 +746,32 @@ func (e *env) leaks() []string {
 // the wrapper folder (scratch postgres, pg_restore, the wrapper's sleep), or
 // whose parent is the daemon, other than the daemon itself.
 func (e *env) strayProcesses() []string {
-	daemonPID := 0
-	if e.daemon != nil && e.daemon.ProcessState == nil {
-		daemonPID = e.daemon.Process.Pid
-	}
-	ents, _ := os.ReadDir("/proc")
 	var out []string
+	for _, p := range e.stray() {
+		out = append(out, fmt.Sprintf("process %d: %s", p.pid, p.cmdline))
+	}
+	return out
+}
+
+func (e *env) strayPIDs() []int {
+	var out []int
+	for _, p := range e.stray() {
+		out = append(out, p.pid)
+	}
+	return out
+}
+
+type proc struct {
+	pid     int
+	cmdline string
+}
+
+func (e *env) stray() []proc {
+	ents, _ := os.ReadDir("/proc")
+	var out []proc
 	for _, ent := range ents {
 		pid, err := strconv.Atoi(ent.Name())
-		if err != nil || pid == daemonPID || pid == os.Getpid() {
+		if err != nil || pid == e.daemonPID || pid == os.Getpid() {
 			continue
 		}
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -748,10 +786,10 @@ func (e *env) strayProcesses() []string {
 				ppid, _ = strconv.Atoi(f[1])
 			}
 		}
-		if strings.Contains(cl, e.state) || strings.Contains(cl, e.pgbin) || (daemonPID != 0 && ppid == daemonPID) {
-			out = append(out, fmt.Sprintf("process %d: %s", pid, cl))
+		if strings.Contains(cl, e.state) || strings.Contains(cl, e.pgbin) || (e.daemonPID != 0 && ppid == e.daemonPID) {
+			out = append(out, proc{pid: pid, cmdline: cl})
 		}
 	}
-	sort.Strings(out)
+	sort.Slice(out, func(i, j int) bool { return out[i].pid < out[j].pid })
 	return out
 }
