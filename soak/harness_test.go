@@ -341,7 +341,7 @@ func (e *env) startPrometheus(promBin string) {
 	pport := testenv.FreePort(e.t)
 	conf := fmt.Sprintf(`global:
   scrape_interval: 1s
-  scrape_timeout: 900ms
+  scrape_timeout: 1s
   evaluation_interval: 1s
 rule_files: [%q]
 scrape_configs:

@@ -261,6 +261,15 @@ func (e *env) runSlot(f fault) *slotRec {
 	}
 	e.obs.end()
 	rec.end = time.Now()
+	for _, u := range rec.unexpected() {
+		if strings.HasPrefix(u, "BackupVerifyDown:") {
+			// Was the daemon slow to answer, or down? Say which.
+			secs := time.Since(rec.start).Seconds() + 5
+			if v, ok := e.promQuery(fmt.Sprintf(`max_over_time(scrape_duration_seconds{job="backupverify"}[%.0fs])`, secs)); ok {
+				rec.notes = append(rec.notes, fmt.Sprintf("slowest scrape of the slot took %.2fs (timeout 1s)", v))
+			}
+		}
+	}
 	verdict := "PASS"
 	if !rec.pass() {
 		verdict = "FAIL: " + strings.Join(rec.problems(), "; ")
