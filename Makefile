@@ -41,9 +41,11 @@ quickstart:
 bench: deps
 	./scripts/bench-verify.sh
 
-## generate: deploy/kubernetes/prometheusrule.yaml from alerts.yaml
+## generate: alerts.yaml and deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/alerts.in.yaml,
+## with JOB (the scrape job's name, default backupverify) in BackupVerifyDown/Absent
+JOB ?= backupverify
 generate:
-	./scripts/gen-prometheusrule.sh
+	JOB='$(JOB)' ./scripts/gen-alerts.sh
 
 ## bench-drill: drill RTO and phase times of a ~1 GiB dump with jobs 1 and 4
 bench-drill: deps
