@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -487,7 +488,17 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	var d struct {
-		Title  string `json:"title"`
+		Title      string `json:"title"`
+		Templating struct {
+			List []struct {
+				Name string `json:"name"`
+			} `json:"list"`
+		} `json:"templating"`
+		Annotations struct {
+			List []struct {
+				Expr string `json:"expr"`
+			} `json:"list"`
+		} `json:"annotations"`
 		Panels []struct {
 			Title   string `json:"title"`
 			Targets []struct {
@@ -502,12 +513,43 @@ func TestGrafanaDashboard(t *testing.T) {
 	for _, n := range metrics.Names() {
 		known[n] = true
 	}
+	vars := map[string]bool{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = true
+	}
+	for _, v := range []string{"job", "namespace", "instance", "target"} {
+		if !vars[v] {
+			t.Errorf("the dashboard has no $%s variable", v)
+		}
+	}
+	// Every selector narrows to the chosen job, namespace, instance and target
+	// (two deployments, or a renamed job, must not mix), and every range is
+	// $__rate_interval, which follows the scrape interval and the zoom.
+	selector := regexp.MustCompile(`backupverify_[a-z_]+(\{[^}]*\})?`)
+	checkExpr := func(where, expr string) {
+		for _, m := range selector.FindAllStringSubmatch(expr, -1) {
+			for _, v := range []string{"job", "namespace", "instance", "target"} {
+				if !strings.Contains(m[1], v+`=~"$`+v+`"`) {
+					t.Errorf("%s: %s does not select %s=~\"$%s\"", where, m[0], v, v)
+				}
+			}
+		}
+		for _, r := range regexp.MustCompile(`\[[^\]]*\]`).FindAllString(expr, -1) {
+			if r != "[$__rate_interval]" {
+				t.Errorf("%s: range %s, want [$__rate_interval]", where, r)
+			}
+		}
+	}
+	for _, a := range d.Annotations.List {
+		checkExpr("annotation", a.Expr)
+	}
 	used := map[string]bool{}
 	for _, p := range d.Panels {
 		if len(p.Targets) == 0 {
 			t.Errorf("panel %q has no query", p.Title)
 		}
 		for _, tg := range p.Targets {
+			checkExpr("panel "+strconv.Quote(p.Title), tg.Expr)
 			for _, m := range regexp.MustCompile(`backupverify_[a-z_]+`).FindAllString(tg.Expr, -1) {
 				used[m] = true
 				if !known[m] {
