@@ -139,7 +139,7 @@ func pgxConfig(connString, password string, runtime map[string]string) (*pgx.Con
 // options, no AWS credentials, no trigger token), only what they need.
 func toolEnv(password string) []string {
 	env := []string{"PATH=/usr/bin:/bin", "LC_ALL=C", "LANG=C", "TZ=UTC",
-		"PGAPPNAME=backupverify", "PGCONNECT_TIMEOUT=30", "PGPASSFILE=" + os.DevNull}
+		"PGAPPNAME=backupverify", "PGCONNECT_TIMEOUT=30"}
 	if h := os.Getenv("HOME"); h != "" {
 		// For ~/.postgresql/root.crt, the default sslrootcert.
 		env = append(env, "HOME="+h)
