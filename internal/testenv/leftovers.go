@@ -71,7 +71,7 @@ func ScratchDir(t testing.TB) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if l, _ := os.ReadDir(dir); len(l) > 0 {
+		if l, _ := os.ReadDir(filepath.Join(dir, "scratch")); len(l) > 0 {
 			t.Errorf("scratch folder %s not empty at the end of the test: %d entries", dir, len(l))
 		}
 		os.RemoveAll(dir)

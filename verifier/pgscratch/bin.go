@@ -146,8 +146,8 @@ func (b Bins) Pick(dumpMajor int, server bool) (Bins, error) {
 	if server {
 		what, pkg, rpm = "server programs (initdb, pg_ctl, postgres) for embedded scratch", fmt.Sprintf("postgresql-%d", dumpMajor), fmt.Sprintf("postgresql%d-server", dumpMajor)
 	}
-	return Bins{}, fmt.Errorf("the archive was made by pg_dump %d, and restoring it needs PostgreSQL %d or newer %s; found %s: install the Debian/PGDG package %s (PGDG RPM: %s), or point pg_bin_dir at one",
-		dumpMajor, dumpMajor, what, strings.Join(have, ", "), pkg, rpm)
+	return Bins{}, fmt.Errorf("restoring it needs PostgreSQL %d or newer %s; found %s: install the Debian/PGDG package %s (PGDG RPM: %s), or point pg_bin_dir at one",
+		dumpMajor, what, strings.Join(have, ", "), pkg, rpm)
 }
 
 var versionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)(?:\.\d+)?`)

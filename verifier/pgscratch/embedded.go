@@ -105,7 +105,7 @@ func (e *Embedded) prepare() error {
 func (e *Embedded) Create(ctx context.Context, target string, info verifier.ArchiveInfo) (verifier.ScratchDB, error) {
 	bins, err := e.Bins.Pick(dumpMajor(info), true)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the archive was made by pg_dump %s: %w", info.DumpVersion, err)
 	}
 	if err := checkMajor(info, bins.Major, "the embedded scratch cluster ("+bins.Dir+")"); err != nil {
 		return nil, err

@@ -65,7 +65,7 @@ func (s *Server) Create(ctx context.Context, target string, info verifier.Archiv
 	}
 	bins, err := s.Bins.Pick(dumpMajor(info), false)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the archive was made by pg_dump %s: %w", info.DumpVersion, err)
 	}
 	name := scratchName(target, s.Now())
 	conn, err := s.admin(ctx)
