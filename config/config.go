@@ -14,6 +14,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -54,6 +55,12 @@ type Config struct {
 // DrillsConfig holds daemon-wide drill settings.
 type DrillsConfig struct {
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// ScratchDir holds embedded scratch clusters; "" is state_dir/scratch,
+	// or /var/tmp/backupverify when the daemon runs as root.
+	ScratchDir string `yaml:"scratch_dir"`
+	// ScratchUser is the OS user embedded clusters run as when the daemon
+	// runs as root; "" is backupverify-scratch if it exists, else nobody.
+	ScratchUser string `yaml:"scratch_user"`
 }
 
 // ReportsConfig holds drill report settings.
@@ -254,6 +261,9 @@ func (c *Config) validate(p *problems) {
 	if c.Drills.MaxConcurrent < 1 {
 		p.add("drills.max_concurrent", "must be at least 1")
 	}
+	if c.Drills.ScratchDir != "" && !strings.HasPrefix(c.Drills.ScratchDir, "/") {
+		p.add("drills.scratch_dir", "%q must be an absolute path", c.Drills.ScratchDir)
+	}
 	if c.Reports.Retention <= 0 {
 		p.add("reports.retention", "must be positive")
 	}
@@ -277,6 +287,7 @@ func (c *Config) validate(p *problems) {
 		p.add("targets", "at least one target is required")
 	}
 	names := map[string]int{}
+	scratchNames := map[string]int{}
 	for i := range c.Targets {
 		t := &c.Targets[i]
 		path := fmt.Sprintf("targets[%d]", i)
@@ -288,8 +299,12 @@ func (c *Config) validate(p *problems) {
 		default:
 			if j, dup := names[t.Name]; dup {
 				p.add(path+".name", "%q is already the name of targets[%d]", t.Name, j)
+			} else if j, dup := scratchNames[strings.ReplaceAll(t.Name, "-", "_")]; dup {
+				// Scratch databases are named after the target with - as _.
+				p.add(path+".name", "%q and targets[%d]'s %q differ only in - and _, which scratch names do not tell apart", t.Name, j, c.Targets[j].Name)
 			}
 			names[t.Name] = i
+			scratchNames[strings.ReplaceAll(t.Name, "-", "_")] = i
 		}
 		t.validate(p, path)
 	}
@@ -358,6 +373,8 @@ func (t *Target) validate(p *problems, path string) {
 		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			// Never echo the value: it may hold a password.
 			p.add(path+".drill.scratch", "must be \"embedded\" or an admin DSN postgres://user@host:port/dbname")
+		} else if msg := scratchDSNProblem(u); msg != "" {
+			p.add(path+".drill.scratch", "%s", msg)
 		}
 	}
 	checkNames := map[string]int{}
@@ -462,6 +479,43 @@ func (c *Check) setName(derived string) {
 	if c.Name == "" {
 		c.Name = derived
 	}
+}
+
+// scratchDSNParams are the query parameters a scratch admin DSN may have:
+// where the server is, and TLS. The user and database of the admin are the
+// URL's own; those of a drill are the daemon's to choose.
+var scratchDSNParams = map[string]bool{
+	"host": true, "hostaddr": true, "port": true, "connect_timeout": true,
+	"sslmode": true, "sslrootcert": true, "sslcert": true, "sslkey": true, "sslcrl": true, "sslcrldir": true, "sslsni": true,
+	"channel_binding": true, "require_auth": true,
+}
+
+// scratchDSNProblem says what in a scratch DSN could redirect a drill (who
+// it connects as, or to which database): user, dbname, password, service,
+// passfile, options and every other query parameter that is not an
+// address or a TLS setting. It never echoes values.
+func scratchDSNProblem(u *url.URL) string {
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return "its query string cannot be parsed"
+	}
+	var bad []string
+	for k := range q {
+		if !scratchDSNParams[k] {
+			bad = append(bad, k)
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return fmt.Sprintf("query parameter(s) %s not allowed: a drill connects as the role it creates, to the database it creates; only host, hostaddr, port, connect_timeout, sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslcrldir, sslsni, channel_binding and require_auth may follow ?", strings.Join(bad, ", "))
+	}
+	if u.User == nil || u.User.Username() == "" {
+		return "names no admin user: postgres://user@host:port/dbname"
+	}
+	if u.Hostname() == "" && q.Get("host") == "" && q.Get("hostaddr") == "" {
+		return "names no host: postgres://user@host:port/dbname (or ?host=/socket/folder)"
+	}
+	return ""
 }
 
 // ParseS3URL splits s3://bucket/prefix/ into bucket and prefix (without a leading /).

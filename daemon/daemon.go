@@ -213,6 +213,10 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	instance, err := InstanceID(c.StateDir)
+	if err != nil {
+		return err
+	}
 	reports, err := NewReportStore(ctx, c, d.log, d.opt.Now)
 	if err != nil {
 		return err
@@ -224,10 +228,10 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	current := d.targets
 	d.mu.Unlock()
 	for _, t := range c.Targets {
-		if r, ok := current[t.Name]; ok && reflect.DeepEqual(r.t, t) && r.c.S3 == c.S3 && r.c.PGBinDir == c.PGBinDir {
+		if r, ok := current[t.Name]; ok && reflect.DeepEqual(r.t, t) && r.c.S3 == c.S3 && r.c.PGBinDir == c.PGBinDir && r.c.Drills == c.Drills {
 			continue
 		}
-		p, err := newTarget(ctx, c, t, bins, d.log, d.opt.Now)
+		p, err := newTarget(ctx, c, t, bins, instance, d.log, d.opt.Now)
 		if err != nil {
 			return err
 		}

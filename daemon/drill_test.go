@@ -78,27 +78,11 @@ func drillers(t *testing.T, yaml string) (*config.Config, map[string]*verifier.D
 }
 
 // leftovers lists what drills may leave behind: downloaded files, embedded
-// clusters, and databases and roles named backupverify_* on the server.
+// clusters and their socket folders, and databases and roles named
+// backupverify_* on the server.
 func leftovers(t *testing.T, stateDir string, pg *testenv.Postgres) []string {
 	t.Helper()
-	var out []string
-	for _, sub := range []string{"tmp", "scratch"} {
-		ents, _ := os.ReadDir(filepath.Join(stateDir, sub))
-		for _, e := range ents {
-			out = append(out, sub+"/"+e.Name())
-		}
-	}
-	if pg != nil {
-		for _, q := range []string{
-			"SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'backupverify\\_%'",
-			"SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname LIKE 'backupverify\\_%' AND rolname <> 'backupverify_restore'",
-		} {
-			if s := pg.Exec(t, "postgres", q); s != "" {
-				out = append(out, strings.Split(s, ",")...)
-			}
-		}
-	}
-	return out
+	return testenv.Leftovers(t, stateDir, "", pg)
 }
 
 // fingerprint is a hash of every row of every table of db, and the list of databases.
@@ -310,10 +294,12 @@ targets:
 
 // hasSleepingCluster says whether an embedded scratch cluster is restoring.
 func hasSleepingCluster(t *testing.T, state string) bool {
-	ents, _ := os.ReadDir(filepath.Join(state, "scratch"))
-	for _, e := range ents {
-		sock := filepath.Join(state, "scratch", e.Name(), "socket")
-		if b, err := os.ReadFile(filepath.Join(state, "scratch", e.Name(), "socket.path")); err == nil {
+	for _, dir := range leftovers(t, state, nil) {
+		if !filepath.IsAbs(dir) || strings.HasPrefix(filepath.Base(dir), "bvsock-") {
+			continue
+		}
+		sock := filepath.Join(dir, "socket")
+		if b, err := os.ReadFile(filepath.Join(dir, "socket.path")); err == nil {
 			sock = string(b)
 		}
 		if _, err := os.Stat(filepath.Join(sock, ".s.PGSQL.5432")); err == nil {
@@ -446,13 +432,14 @@ func TestDrillCancelledWhileScratchStarts(t *testing.T) {
 	pg.CreateSample(t, "crm", 50)
 	dir, state := t.TempDir(), t.TempDir()
 	putBackup(t, filepath.Join(dir, "b"), "db.sql", slowPlainDump(t, pg, "crm", time.Minute))
-	_, ds := drillers(t, fmt.Sprintf("state_dir: %s\ntargets:\n  - name: emb\n    source: file://%s/b/\n", state, dir))
+	scratch := testenv.ScratchDir(t)
+	_, ds := drillers(t, fmt.Sprintf("state_dir: %s\ndrills: {scratch_dir: %s}\ntargets:\n  - name: emb\n    source: file://%s/b/\n", state, scratch, dir))
 	for i, delay := range []time.Duration{0, 150 * time.Millisecond, 300 * time.Millisecond, 450 * time.Millisecond, 600 * time.Millisecond, 800 * time.Millisecond} {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan verifier.DrillResult)
 		go func() { done <- ds["emb"].Run(ctx, "test") }()
 		waitUntil(t, "the scratch folder", 30*time.Second, func() bool {
-			ents, _ := os.ReadDir(filepath.Join(state, "scratch"))
+			ents, _ := os.ReadDir(scratch)
 			return len(ents) > 0
 		})
 		time.Sleep(delay)
@@ -461,10 +448,10 @@ func TestDrillCancelledWhileScratchStarts(t *testing.T) {
 		if r.OK {
 			t.Fatalf("%d: a cancelled drill passed", i)
 		}
-		if l := leftovers(t, state, nil); len(l) > 0 {
+		if l := testenv.Leftovers(t, state, scratch, nil); len(l) > 0 {
 			t.Fatalf("%d (cancelled %s after the scratch folder appeared): left behind %v", i, delay, l)
 		}
-		if out, _ := exec.Command("pgrep", "-f", filepath.Join(state, "scratch")).Output(); len(out) > 0 {
+		if out, _ := exec.Command("pgrep", "-f", scratch).Output(); len(out) > 0 {
 			t.Fatalf("%d: a scratch server is still running: %s", i, out)
 		}
 	}

@@ -54,12 +54,16 @@ func newTargets(ctx context.Context, c *config.Config, only string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
+	instance, err := InstanceID(c.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	var out []*targetParts
 	for _, t := range c.Targets {
 		if only != "" && t.Name != only {
 			continue
 		}
-		p, err := newTarget(ctx, c, t, bins, log, now)
+		p, err := newTarget(ctx, c, t, bins, instance, log, now)
 		if err != nil {
 			return nil, err
 		}
@@ -77,7 +81,7 @@ type targetParts struct {
 	d *verifier.Driller
 }
 
-func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) (*targetParts, error) {
+func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgscratch.Bins, instance string, log *slog.Logger, now func() time.Time) (*targetParts, error) {
 	src, err := NewSource(ctx, c, t)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
@@ -91,15 +95,18 @@ func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgsc
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
-	d := verifier.NewDriller(vt, src, ar, newScratch(c, t, bins, log, now), newChecker(vt), c.StateDir, log, now)
+	d := verifier.NewDriller(vt, src, ar, newScratch(c, t, bins, instance, log, now), newChecker(vt), c.StateDir, log, now)
 	return &targetParts{w: w, d: d}, nil
 }
 
-func newScratch(c *config.Config, t config.Target, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) verifier.Scratch {
+func newScratch(c *config.Config, t config.Target, bins pgscratch.Bins, instance string, log *slog.Logger, now func() time.Time) verifier.Scratch {
 	if t.Drill.Scratch == config.ScratchEmbedded {
-		return embeddedScratch(c, bins, log, now)
+		e := embeddedScratch(c, bins, instance, log, now)
+		limit, _ := pgscratch.MemoryLimit()
+		e.Settings = pgscratch.ScratchSettings(limit, t.Drill.Jobs, c.Drills.MaxConcurrent)
+		return e
 	}
-	return serverScratch(t.Drill.Scratch, bins, log, now)
+	return serverScratch(t.Drill.Scratch, bins, instance, log, now)
 }
 
 // domainTarget is the one conversion of a configured target into the
@@ -125,14 +132,22 @@ func domainTarget(t config.Target) (verifier.Target, error) {
 	return vt, nil
 }
 
-// embeddedScratch runs throwaway clusters below state_dir/scratch.
-func embeddedScratch(c *config.Config, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) *pgscratch.Embedded {
-	return &pgscratch.Embedded{Bins: bins, Dir: filepath.Join(c.StateDir, "scratch"), Log: log, Now: now}
+// embeddedScratch runs throwaway clusters in drills.scratch_dir.
+func embeddedScratch(c *config.Config, bins pgscratch.Bins, instance string, log *slog.Logger, now func() time.Time) *pgscratch.Embedded {
+	return &pgscratch.Embedded{Bins: bins, Dir: ScratchDir(c), User: c.Drills.ScratchUser, Instance: instance, Log: log, Now: now}
+}
+
+// ScratchDir is where c's embedded clusters live.
+func ScratchDir(c *config.Config) string {
+	if c.Drills.ScratchDir != "" {
+		return c.Drills.ScratchDir
+	}
+	return pgscratch.DefaultScratchDir(c.StateDir)
 }
 
 // serverScratch makes scratch databases on the server adminDSN names.
-func serverScratch(adminDSN string, bins pgscratch.Bins, log *slog.Logger, now func() time.Time) *pgscratch.Server {
-	return &pgscratch.Server{Bins: bins, AdminDSN: adminDSN, Log: log, Now: now}
+func serverScratch(adminDSN string, bins pgscratch.Bins, instance string, log *slog.Logger, now func() time.Time) *pgscratch.Server {
+	return &pgscratch.Server{Bins: bins, AdminDSN: adminDSN, Instance: instance, Log: log, Now: now}
 }
 
 // s3Options are the bucket's client options: the s3 section of c for every bucket.

@@ -70,19 +70,7 @@ targets:
 		})
 		return cmd
 	}
-	leftovers := func() []string {
-		var out []string
-		for _, sub := range []string{"tmp", "scratch"} {
-			ents, _ := os.ReadDir(filepath.Join(state, sub))
-			for _, e := range ents {
-				out = append(out, sub+"/"+e.Name())
-			}
-		}
-		if s := pg.Exec(t, "postgres", "SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'backupverify\\_%'"); s != "" {
-			out = append(out, s)
-		}
-		return out
-	}
+	leftovers := func() []string { return testenv.Leftovers(t, state, "", pg) }
 
 	d := start()
 	for _, target := range []string{"emb", "srv"} {

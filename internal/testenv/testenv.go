@@ -47,6 +47,9 @@ func StartPostgres(t testing.TB) *Postgres {
 		if err := c.Remove(ctx); err != nil {
 			t.Errorf("remove cluster: %v", err)
 		}
+		if l := SocketLeftovers(dir); len(l) > 0 {
+			t.Errorf("socket folders left in the temporary folder: %v", l)
+		}
 	})
 	return &Postgres{Cluster: c, Bins: bins}
 }

@@ -26,12 +26,18 @@ import (
 type Bins struct {
 	Dir   string
 	Major int
+	// Server says it has the server programs (initdb, pg_ctl, postgres)
+	// an embedded scratch cluster needs, not only the client ones.
+	Server bool
+	// All are every installation found, newest first (this one among
+	// them); empty when pg_bin_dir names one.
+	All []Bins
 }
 
 // Path returns the path of one of its programs.
 func (b Bins) Path(prog string) string { return filepath.Join(b.Dir, prog) }
 
-// searchDirs are the usual install paths, newest major first once sorted.
+// searchGlobs are the usual install paths, newest major first once sorted.
 var searchGlobs = []string{
 	"/usr/lib/postgresql/*/bin", // Debian, Ubuntu
 	"/usr/pgsql-*/bin",          // PGDG RPMs
@@ -42,15 +48,16 @@ var searchGlobs = []string{
 
 // FindBins returns the PostgreSQL installation to use: dir when set,
 // else the highest major among the usual install paths, pg_config's bindir
-// and $PATH. An archive needs a pg_restore at least as new as its pg_dump, so
-// the newest one wins.
+// and $PATH, with every other one found in All. An archive needs a
+// pg_restore at least as new as its pg_dump, so the newest one wins; Pick
+// chooses per archive.
 func FindBins(dir string) (Bins, error) {
 	if dir != "" {
 		major, err := majorOf(filepath.Join(dir, "pg_restore"))
 		if err != nil {
 			return Bins{}, fmt.Errorf("pg_bin_dir %s: %w", dir, err)
 		}
-		return Bins{Dir: dir, Major: major}, nil
+		return Bins{Dir: dir, Major: major, Server: hasServer(dir)}, nil
 	}
 	var cands []string
 	for _, g := range searchGlobs {
@@ -66,17 +73,81 @@ func FindBins(dir string) (Bins, error) {
 		}
 		cands = append(cands, filepath.Dir(p))
 	}
+	b, ok := binsIn(cands)
+	if !ok {
+		return Bins{}, errors.New("no PostgreSQL client programs found (looked for pg_restore in /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, pg_config --bindir and $PATH); install PostgreSQL's client and server packages or set pg_bin_dir")
+	}
+	return b, nil
+}
+
+// binsIn describes the installations in dirs (duplicates dropped): the
+// newest, with every one in All.
+func binsIn(dirs []string) (Bins, bool) {
 	var found []Bins
-	for _, d := range cands {
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		if r, err := filepath.EvalSymlinks(d); err == nil {
+			d = r
+		}
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
 		if m, err := majorOf(filepath.Join(d, "pg_restore")); err == nil {
-			found = append(found, Bins{Dir: d, Major: m})
+			found = append(found, Bins{Dir: d, Major: m, Server: hasServer(d)})
 		}
 	}
 	if len(found) == 0 {
-		return Bins{}, errors.New("no PostgreSQL client programs found (looked for pg_restore in /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, pg_config --bindir and $PATH); install PostgreSQL's client and server packages or set pg_bin_dir")
+		return Bins{}, false
 	}
-	sort.SliceStable(found, func(i, j int) bool { return found[i].Major > found[j].Major })
-	return found[0], nil
+	// Newest first; of one major, the one with server programs first.
+	sort.SliceStable(found, func(i, j int) bool {
+		if found[i].Major != found[j].Major {
+			return found[i].Major > found[j].Major
+		}
+		return found[i].Server && !found[j].Server
+	})
+	b := found[0]
+	b.All = found
+	return b, true
+}
+
+func hasServer(dir string) bool {
+	for _, p := range []string{"initdb", "pg_ctl", "postgres"} {
+		if fi, err := os.Stat(filepath.Join(dir, p)); err != nil || fi.Mode()&0o111 == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Pick returns the installation to restore an archive made by pg_dump of
+// major dumpMajor (0: unknown) with: the newest installed of that major or
+// newer, with the server programs when server is set (embedded scratch). A
+// missing major fails with the Debian/PGDG package that provides it.
+func (b Bins) Pick(dumpMajor int, server bool) (Bins, error) {
+	all := b.All
+	if len(all) == 0 {
+		all = []Bins{b}
+	}
+	var have []string
+	for _, c := range all {
+		if c.Major >= dumpMajor && (c.Server || !server) {
+			c.All = b.All
+			return c, nil
+		}
+		kind := "client"
+		if c.Server {
+			kind = "client and server"
+		}
+		have = append(have, fmt.Sprintf("%d (%s) in %s", c.Major, kind, c.Dir))
+	}
+	what, pkg, rpm := "client programs (pg_restore, psql)", fmt.Sprintf("postgresql-client-%d", dumpMajor), fmt.Sprintf("postgresql%d", dumpMajor)
+	if server {
+		what, pkg, rpm = "server programs (initdb, pg_ctl, postgres) for embedded scratch", fmt.Sprintf("postgresql-%d", dumpMajor), fmt.Sprintf("postgresql%d-server", dumpMajor)
+	}
+	return Bins{}, fmt.Errorf("restoring it needs PostgreSQL %d or newer %s; found %s: install the Debian/PGDG package %s (PGDG RPM: %s), or point pg_bin_dir at one",
+		dumpMajor, what, strings.Join(have, ", "), pkg, rpm)
 }
 
 var versionRE = regexp.MustCompile(`\(PostgreSQL\) (\d+)(?:\.\d+)?`)

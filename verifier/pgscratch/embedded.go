@@ -3,10 +3,13 @@ package pgscratch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/backupverify/backupverify/verifier"
@@ -16,9 +19,34 @@ import (
 // listening on a Unix socket only, and removed after the drill.
 type Embedded struct {
 	Bins Bins
-	Dir  string // state_dir/scratch
-	Log  *slog.Logger
-	Now  func() time.Time
+	// Dir holds the clusters (drills.scratch_dir; see DefaultScratchDir).
+	// As root it is root's, mode 0711, and every folder above it must let
+	// others search it: nothing above it is ever opened up.
+	Dir string
+	// User is the OS user clusters run as when root (drills.scratch_user).
+	User string
+	// Instance is the daemon's instance id: each cluster folder records
+	// it, and Sweep removes only folders that do.
+	Instance string
+	// Settings are server settings of every cluster (ScratchSettings).
+	Settings map[string]string
+	Log      *slog.Logger
+	Now      func() time.Time
+
+	warnOnce sync.Once
+}
+
+// DefaultScratchDir is where embedded clusters live unless drills.scratch_dir
+// says otherwise: below state_dir, except as root. Then the clusters run as
+// another user who must reach them, and state_dir (0750, with downloaded
+// backups and reports) is not opened to it: they live in a folder made for
+// them, root's and 0711, on disk (/var/tmp, not the often RAM-backed /run
+// or /tmp), which several daemons may share (each sweeps only its own).
+func DefaultScratchDir(stateDir string) string {
+	if os.Geteuid() == 0 {
+		return "/var/tmp/backupverify"
+	}
+	return filepath.Join(stateDir, "scratch")
 }
 
 // Location implements verifier.Scratch.
@@ -28,22 +56,78 @@ func (e *Embedded) Location() string { return "embedded" }
 // and nothing else, and is not a superuser.
 const restoreRole = "backupverify_restore"
 
+// prepare makes Dir, and as root checks that the cluster user can reach it
+// by design: Dir root's and 0711, and every folder above it searchable by
+// others and not writable by them (unless sticky, as /var/tmp).
+func (e *Embedded) prepare() error {
+	if os.Geteuid() != 0 {
+		return os.MkdirAll(e.Dir, 0o700)
+	}
+	if err := os.MkdirAll(e.Dir, 0o711); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(e.Dir)
+	if err != nil {
+		return err
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || st == nil || st.Uid != 0 {
+		return fmt.Errorf("scratch_dir %s must be a folder owned by root (it is not: someone else made it?)", e.Dir)
+	}
+	if fi.Mode().Perm() != 0o711 {
+		if err := os.Chmod(e.Dir, 0o711); err != nil {
+			return err
+		}
+	}
+	abs, err := filepath.Abs(e.Dir)
+	if err != nil {
+		return err
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		m := fi.Mode()
+		if m.Perm()&0o001 == 0 {
+			return fmt.Errorf("drills.scratch_dir %s: the cluster user cannot reach it, as %s is not searchable by others (mode %04o); choose a scratch_dir whose parents are (the default, %s, is), rather than opening %s", e.Dir, p, m.Perm(), DefaultScratchDir(""), p)
+		}
+		if m.Perm()&0o002 != 0 && m&os.ModeSticky == 0 {
+			return fmt.Errorf("drills.scratch_dir %s: %s is writable by everyone without the sticky bit", e.Dir, p)
+		}
+		if p == "/" {
+			return nil
+		}
+	}
+}
+
 // Create implements verifier.Scratch.
 func (e *Embedded) Create(ctx context.Context, target string, info verifier.ArchiveInfo) (verifier.ScratchDB, error) {
-	if err := checkMajor(info, e.Bins.Major, "the embedded scratch cluster ("+e.Bins.Dir+")"); err != nil {
+	bins, err := e.Bins.Pick(dumpMajor(info), true)
+	if err != nil {
+		return nil, fmt.Errorf("the archive was made by pg_dump %s: %w", info.DumpVersion, err)
+	}
+	if err := checkMajor(info, bins.Major, "the embedded scratch cluster ("+bins.Dir+")"); err != nil {
 		return nil, err
+	}
+	if err := e.prepare(); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() == 0 {
+		if _, fallback, err := ClusterUser(e.User); err == nil && fallback {
+			e.warnOnce.Do(func() {
+				e.Log.Warn("scratch clusters run as nobody, an account other daemons may share; create the account "+DefaultClusterUser+" or set drills.scratch_user",
+					"create", "useradd --system --no-create-home --shell /usr/sbin/nologin "+DefaultClusterUser)
+			})
+		}
 	}
 	name := scratchName(target, e.Now())
-	c, err := NewCluster(ctx, e.Bins, filepath.Join(e.Dir, name))
+	c, err := NewClusterWith(ctx, bins, filepath.Join(e.Dir, name), ClusterOptions{
+		User: e.User, Settings: e.Settings, Owner: Mark(e.Instance), SocketTag: e.socketTag()})
 	if err != nil {
-		_ = os.RemoveAll(filepath.Join(e.Dir, name))
 		return nil, err
 	}
-	if len(c.Opened) > 0 {
-		e.Log.Warn("gave other users search permission (o+x) on folders above state_dir, so that PostgreSQL, running unprivileged, can reach its scratch cluster",
-			"folders", c.Opened)
-	}
-	db := &scratchDB{name: name, bins: e.Bins, cluster: c, role: restoreRole,
+	db := &scratchDB{name: name, bins: bins, cluster: c, role: restoreRole,
 		restoreConn: c.DSN(name, restoreRole), adminConn: c.DSN("postgres", "")}
 	if err := c.Start(ctx); err != nil {
 		_ = c.Remove(context.WithoutCancel(ctx))
@@ -56,8 +140,24 @@ func (e *Embedded) Create(ctx context.Context, target string, info verifier.Arch
 	return db, nil
 }
 
-// Sweep removes clusters left by drills that did not finish (a killed daemon).
+// socketTag names this instance's short socket folders (bvsock-<tag>-*).
+func (e *Embedded) socketTag() string {
+	if len(e.Instance) >= 12 {
+		return e.Instance[:12]
+	}
+	return SocketTag(e.Dir)
+}
+
+// Sweep removes clusters left by drills of this instance that did not
+// finish (a killed daemon): only folders whose owner record, written by
+// this process's user, carries the instance's mark. Folders of other
+// daemons sharing Dir, and anything the cluster user could have written,
+// are left alone; a socket record is followed only to a bvsock-* folder in
+// the temporary folder.
 func (e *Embedded) Sweep(ctx context.Context) error {
+	if e.Instance == "" {
+		return errors.New("sweep: no instance id")
+	}
 	entries, err := os.ReadDir(e.Dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -67,14 +167,25 @@ func (e *Embedded) Sweep(ctx context.Context) error {
 	}
 	var errs []error
 	for _, ent := range entries {
-		if !strings.HasPrefix(ent.Name(), DBPrefix) {
+		dir := filepath.Join(e.Dir, ent.Name())
+		if !ent.IsDir() || !strings.HasPrefix(ent.Name(), DBPrefix) {
 			continue
 		}
-		c := openCluster(e.Bins, filepath.Join(e.Dir, ent.Name()))
+		if owner, err := ownRecord(filepath.Join(dir, ownerFile)); err != nil || owner != Mark(e.Instance) {
+			continue
+		}
+		c, err := openCluster(e.Bins, dir, e.User)
+		if err != nil {
+			e.Log.Warn("a scratch cluster's socket record is not ours; leaving that cluster alone", "dir", dir, "err", err)
+			continue
+		}
 		e.Log.Warn("removing a scratch cluster left by an unfinished drill", "dir", c.Dir)
 		if err := c.Remove(ctx); err != nil {
 			// The server may be gone already; the folders must go regardless.
-			errs = append(errs, os.RemoveAll(c.Dir), os.RemoveAll(c.socket))
+			if c.socket != filepath.Join(dir, "socket") {
+				errs = append(errs, os.RemoveAll(c.socket))
+			}
+			errs = append(errs, os.RemoveAll(c.Dir))
 		}
 	}
 	return errors.Join(errs...)

@@ -15,17 +15,12 @@ import (
 	"github.com/backupverify/backupverify/verifier"
 )
 
-func (d *scratchDB) env() []string {
-	env := os.Environ()
-	if d.password != "" {
-		env = append(env, "PGPASSWORD="+d.password)
-	}
-	return append(env, "PGAPPNAME=backupverify", "PGCONNECT_TIMEOUT=30")
-}
-
 // Restore implements verifier.ScratchDB.
 func (d *scratchDB) Restore(ctx context.Context, path string, info verifier.ArchiveInfo, opt verifier.RestoreOptions) (verifier.RestoreReport, error) {
 	var rep verifier.RestoreReport
+	if err := d.checkIdentity(ctx); err != nil {
+		return rep, err
+	}
 	var err error
 	if info.Format == verifier.FormatCustom {
 		rep, err = d.pgRestore(ctx, path, opt)
@@ -51,7 +46,7 @@ func (d *scratchDB) pgRestore(ctx context.Context, path string, opt verifier.Res
 	jobs := max(opt.Jobs, 1)
 	cmd := command(ctx, d.bins.Path("pg_restore"), "--verbose", "--no-owner", "--no-acl",
 		"--jobs", strconv.Itoa(jobs), "--dbname", d.restoreConn, path)
-	cmd.Env = d.env()
+	cmd.Env = toolEnv(d.password)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return rep, err
@@ -59,7 +54,12 @@ func (d *scratchDB) pgRestore(ctx context.Context, path string, opt verifier.Res
 	if err := cmd.Start(); err != nil {
 		return rep, fmt.Errorf("start pg_restore: %w", err)
 	}
-	errs := parseRestoreErrors(stderr)
+	// The parser may stop early (a line past its limit); what it leaves
+	// is drained, or pg_restore would block on a full pipe. The last 64 KiB
+	// are kept for an exit without a parsed error.
+	tail := &tailBuffer{max: 64 << 10}
+	errs := parseRestoreErrors(io.TeeReader(stderr, tail))
+	_, _ = io.Copy(tail, stderr)
 	waitErr := cmd.Wait()
 	if ctx.Err() != nil {
 		return rep, context.Cause(ctx)
@@ -76,10 +76,32 @@ func (d *scratchDB) pgRestore(ctx context.Context, path string, opt verifier.Res
 		return rep, fmt.Errorf("pg_restore: %d error(s) not allowed by drill.allow_errors: %s", len(fatal), summarize(fatal))
 	}
 	if waitErr != nil && len(errs) == 0 {
-		return rep, fmt.Errorf("pg_restore: %w", waitErr)
+		return rep, fmt.Errorf("pg_restore: %s", firstLines(tail.String(), waitErr))
 	}
 	return rep, nil
 }
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	b   []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) >= t.max {
+		p = p[len(p)-t.max:]
+		t.b = append(t.b[:0], p...)
+		return n, nil
+	}
+	if over := len(t.b) + len(p) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	t.b = append(t.b, p...)
+	return n, nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }
 
 // restoreError is one error pg_restore reported, with its TOC entry.
 type restoreError struct {
@@ -182,8 +204,8 @@ func (d *scratchDB) psql(ctx context.Context, path string, gz bool) (verifier.Re
 		in = zr
 	}
 	cmd := command(ctx, d.bins.Path("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", d.restoreConn)
-	cmd.Env = d.env()
-	cmd.Stdin = io.MultiReader(strings.NewReader("\\restrict "+randomHex(16)+"\n"), &restrictFilter{r: bufio.NewReaderSize(in, 64<<10)})
+	cmd.Env = toolEnv(d.password)
+	cmd.Stdin = io.MultiReader(strings.NewReader("\\restrict "+randomHex(16)+"\n"), newRestrictFilter(in))
 	cmd.Stdout = io.Discard
 	stderr := &limitedBuffer{max: 8192}
 	cmd.Stderr = stderr
@@ -207,18 +229,29 @@ var (
 	copyFromStdin = regexp.MustCompile(`^COPY .* FROM stdin;\s*$`)
 	// Lines dropped outside COPY data: the dump's own \restrict, and what
 	// pg_restore --no-owner --no-acl leaves out (one line each in pg_dump's
-	// plain output), which a role without superuser could not run anyway.
-	droppedLine = regexp.MustCompile(`^(?:\\(?:un)?restrict\s+\S+|ALTER .* OWNER TO .*;|(?:GRANT|REVOKE) .*;|SET SESSION AUTHORIZATION .*;)\s*$`)
+	// plain output, ALTER DEFAULT PRIVILEGES included), which a role
+	// without superuser could not run anyway.
+	droppedLine = regexp.MustCompile(`^(?:\\(?:un)?restrict\s+\S+|ALTER .* OWNER TO .*;|(?:GRANT|REVOKE) .*;|ALTER DEFAULT PRIVILEGES .*;|SET SESSION AUTHORIZATION .*;)\s*$`)
 )
+
+// filterLineMax bounds what restrictFilter holds of a line: a longer line
+// (a hostile dump may hold one of gigabytes) is passed on in pieces, never
+// buffered whole; it is never one of the short lines dropped.
+const filterLineMax = 64 << 10
 
 // restrictFilter passes a plain dump through line by line, dropping its
 // \restrict and \unrestrict lines and its owner and privilege statements
-// outside COPY data.
+// outside COPY data, in bounded memory.
 type restrictFilter struct {
-	r      *bufio.Reader
-	buf    []byte
-	inCopy bool
-	err    error
+	r       *bufio.Reader
+	buf     []byte
+	inCopy  bool
+	midLine bool // passing on the rest of a line longer than filterLineMax
+	err     error
+}
+
+func newRestrictFilter(r io.Reader) *restrictFilter {
+	return &restrictFilter{r: bufio.NewReaderSize(r, filterLineMax)}
 }
 
 func (f *restrictFilter) Read(p []byte) (int, error) {
@@ -226,9 +259,16 @@ func (f *restrictFilter) Read(p []byte) (int, error) {
 		if f.err != nil {
 			return 0, f.err
 		}
-		line, err := f.r.ReadBytes('\n')
-		f.err = err
+		line, err := f.r.ReadSlice('\n')
+		whole := err == nil || err == io.EOF
+		if err != nil && err != bufio.ErrBufferFull {
+			f.err = err
+		}
 		switch {
+		case f.midLine:
+			f.midLine = !whole
+		case !whole:
+			f.midLine = true
 		case f.inCopy:
 			if string(bytesTrimNL(line)) == "\\." {
 				f.inCopy = false
@@ -238,6 +278,8 @@ func (f *restrictFilter) Read(p []byte) (int, error) {
 		case droppedLine.Match(bytesTrimNL(line)):
 			continue
 		}
+		// line is only valid until the next ReadSlice, which comes after
+		// it has been handed on.
 		f.buf = line
 	}
 	n := copy(p, f.buf)

@@ -21,10 +21,24 @@ import (
 // DBPrefix starts the name of every database and role a drill creates.
 const DBPrefix = "backupverify_"
 
-// scratchName is backupverify_<target>_<unix time>.
+// scratchName is backupverify_<target>_<unix time>_<random>: the random
+// part keeps two drills apart even when their targets' names and start
+// times collide, and the target part is cut so that the whole name fits
+// PostgreSQL's 63 bytes (which would otherwise cut the random part off).
 func scratchName(target string, now time.Time) string {
-	return fmt.Sprintf("%s%s_%d", DBPrefix, strings.ReplaceAll(target, "-", "_"), now.Unix())
+	t := strings.ReplaceAll(target, "-", "_")
+	suffix := fmt.Sprintf("_%d_%s", now.Unix(), randomHex(4))
+	if room := 63 - len(DBPrefix) - len(suffix); len(t) > room {
+		t = t[:room]
+	}
+	return DBPrefix + t + suffix
 }
+
+// Mark is the comment a drill puts on the databases and roles it creates,
+// and the content of an embedded cluster folder's owner file: it names the
+// daemon instance (a random id kept in state_dir), so that a start-up sweep
+// drops what this instance left behind and nothing else.
+func Mark(instance string) string { return "backupverify instance " + instance }
 
 var dumpMajorRE = regexp.MustCompile(`^(\d+)(?:\.(\d+))?`)
 
@@ -55,15 +69,17 @@ func randomHex(n int) string {
 
 // scratchDB is one drill's database.
 type scratchDB struct {
-	name        string
-	bins        Bins
-	cluster     *Cluster // embedded only
-	role        string
-	password    string
-	restoreConn string
-	adminConn   string
-	dropRole    bool
-	version     string
+	name          string
+	bins          Bins
+	cluster       *Cluster // embedded only
+	role          string
+	password      string
+	restoreConn   string // libpq keyword/value string, no password
+	adminConn     string // likewise, for the admin
+	adminPassword string
+	dropRole      bool
+	version       string
+	mark          string // COMMENT on what a server drill creates
 
 	closeOnce sync.Once
 	closeErr  error
@@ -74,12 +90,20 @@ func (d *scratchDB) ServerVersion() string { return d.version }
 
 // create makes the restore role and the database it owns, from template0.
 // CREATE DATABASE fails if the name exists: a drill never reuses a database.
+// On a server, both carry the instance's mark before anything else happens,
+// and the admin is granted membership in the role: before PostgreSQL 16 a
+// role with only CREATEDB and CREATEROLE must be a member of the owner it
+// names in CREATE DATABASE, and to drop the database later.
 func (d *scratchDB) create(ctx context.Context, password string) error {
-	conn, err := pgx.Connect(ctx, d.adminConn)
+	cfg, err := pgxConfig(d.adminConn, d.adminPassword, nil)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect to the scratch server: %w", err)
 	}
-	defer conn.Close(ctx)
+	defer conn.Close(context.WithoutCancel(ctx))
 	if err := conn.QueryRow(ctx, "SELECT split_part(current_setting('server_version'), ' ', 1)").Scan(&d.version); err != nil {
 		return err
 	}
@@ -91,16 +115,42 @@ func (d *scratchDB) create(ctx context.Context, password string) error {
 	if !exists {
 		stmt := "CREATE ROLE " + role + " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 		if password != "" {
-			// Sent as a literal over the admin connection, never logged.
-			stmt += " PASSWORD " + quoteLiteral(password)
+			// A SCRAM verifier made here: the server (and its log, with
+			// log_statement = all) never sees the password itself.
+			v, err := scramVerifier(password)
+			if err != nil {
+				return err
+			}
+			stmt += " PASSWORD " + quoteLiteral(v)
 		}
 		if _, err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("create role %s: %w", d.role, err)
 		}
+		if d.mark != "" {
+			if _, err := conn.Exec(ctx, "COMMENT ON ROLE "+role+" IS "+quoteLiteral(d.mark)); err != nil {
+				return fmt.Errorf("mark role %s: %w", d.role, err)
+			}
+		}
 	}
-	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s TEMPLATE template0 ENCODING 'UTF8'",
-		pgx.Identifier{d.name}.Sanitize(), role)); err != nil {
+	if d.dropRole {
+		var member bool
+		if err := conn.QueryRow(ctx, "SELECT pg_has_role(current_user, $1, 'MEMBER')", d.role).Scan(&member); err != nil {
+			return err
+		}
+		if !member {
+			if _, err := conn.Exec(ctx, "GRANT "+role+" TO CURRENT_USER"); err != nil {
+				return fmt.Errorf("grant %s to the admin role: %w", d.role, err)
+			}
+		}
+	}
+	db := pgx.Identifier{d.name}.Sanitize()
+	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s TEMPLATE template0 ENCODING 'UTF8'", db, role)); err != nil {
 		return fmt.Errorf("create database %s: %w", d.name, err)
+	}
+	if d.mark != "" {
+		if _, err := conn.Exec(ctx, "COMMENT ON DATABASE "+db+" IS "+quoteLiteral(d.mark)); err != nil {
+			return fmt.Errorf("mark database %s: %w", d.name, err)
+		}
 	}
 	return nil
 }
@@ -114,7 +164,12 @@ func (d *scratchDB) Close(ctx context.Context) error {
 			d.closeErr = d.cluster.Remove(ctx)
 			return
 		}
-		conn, err := pgx.Connect(ctx, d.adminConn)
+		cfg, err := pgxConfig(d.adminConn, d.adminPassword, nil)
+		if err != nil {
+			d.closeErr = err
+			return
+		}
+		conn, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
 			d.closeErr = fmt.Errorf("connect to drop %s: %w", d.name, err)
 			return
@@ -137,15 +192,14 @@ func (d *scratchDB) Close(ctx context.Context) error {
 // connect opens a connection to the scratch database as the restore role:
 // read-only transactions, a statement timeout, UTC.
 func (d *scratchDB) connect(ctx context.Context, timeout time.Duration) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(d.restoreConn)
+	cfg, err := pgxConfig(d.restoreConn, d.password, map[string]string{
+		"statement_timeout":             strconv.FormatInt(timeout.Milliseconds(), 10),
+		"default_transaction_read_only": "on",
+		"TimeZone":                      "UTC",
+	})
 	if err != nil {
 		return nil, err
 	}
-	cfg.Password = d.password
-	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
-	cfg.RuntimeParams["default_transaction_read_only"] = "on"
-	cfg.RuntimeParams["application_name"] = "backupverify"
-	cfg.RuntimeParams["TimeZone"] = "UTC"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", d.name, err)

@@ -1,0 +1,9 @@
+package pgscratch
+
+import "github.com/backupverify/backupverify/verifier"
+
+// Password is the drill role's password of a server scratch database.
+func Password(db verifier.ScratchDB) string { return db.(*scratchDB).password }
+
+// ClusterOf is the cluster of an embedded scratch database.
+func ClusterOf(db verifier.ScratchDB) *Cluster { return db.(*scratchDB).cluster }
