@@ -458,10 +458,16 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"User=backupverify", "StateDirectory=backupverify", "ProtectSystem=strict", "NoNewPrivileges=yes",
-		"ExecStartPre=/usr/local/bin/backupverify check-config", "ExecReload=/bin/kill -HUP $MAINPID"} {
+		"ExecReload=/usr/local/bin/backupverify check-config", "ExecReload=/bin/kill -HUP $MAINPID",
+		"RestartPreventExitStatus=2", "ProtectProc=invisible", "ProcSubset=pid"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("the unit lacks %s", want)
 		}
+	}
+	// systemd tests RestartPreventExitStatus against the main process only: a
+	// config check that fails in ExecStartPre would restart-loop.
+	if regexp.MustCompile(`(?m)^ExecStartPre=[^-]`).Match(unit) {
+		t.Error("the unit has an ExecStartPre whose failure Restart=on-failure would retry for ever")
 	}
 	path := filepath.Join(dir, "backupverify.service")
 	os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/backupverify", bin)), 0o644)
