@@ -1,7 +1,7 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
+LDFLAGS  := -s -w -X github.com/prometheus/common/version.Version=$(VERSION) -X github.com/prometheus/common/version.Revision=$(REVISION)
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
 .PHONY: all build test deps lint quickstart bench bench-drill generate soak clean
@@ -24,18 +24,24 @@ deps:
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-## lint: gofmt, go vet and staticcheck, in both modules
+## lint: gofmt, go mod tidy, go vet and staticcheck, in both modules
 lint:
 	@fmt="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	  if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
+	$(GO) mod tidy -diff
+	cd deploy && $(GO) mod tidy -diff
 	$(GO) vet ./...
 	cd deploy && $(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 	cd deploy && $(GO) run $(STATICCHECK) ./...
 
 ## quickstart: a sample database, backups of it every few minutes, and the daemon watching them
+## (flags: make quickstart QUICKSTART_FLAGS='--rows 500 --listen 127.0.0.1:9900')
+## Built, then run: `go run` exits 1 after Ctrl-C whatever its program returns (golang/go#40467).
+QUICKSTART_BIN ?= bin/backupverify-quickstart
 quickstart:
-	$(GO) run ./cmd/backupverify-quickstart
+	CGO_ENABLED=0 $(GO) build -o $(QUICKSTART_BIN) ./cmd/backupverify-quickstart
+	$(QUICKSTART_BIN) $(QUICKSTART_FLAGS)
 
 ## bench: verify-pass benchmark of a ~1 GiB dump on the local S3 server, against its baselines
 bench: deps

@@ -2,8 +2,10 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +161,43 @@ func TestExampleConfigsAreValid(t *testing.T) {
 	for _, f := range files {
 		if _, err := Load(f); err != nil {
 			t.Errorf("%v", err)
+		}
+	}
+}
+
+func TestKeysAreWhatTheDecoderAccepts(t *testing.T) {
+	keys := Keys()
+	for _, want := range []string{"listen", "s3.read_timeout", "reports.upload", "targets", "targets[].drill.allow_errors",
+		"targets[].checks[].max_drop", "drills.max_concurrent"} {
+		if !slices.Contains(keys, want) {
+			t.Errorf("Keys() lacks %s", want)
+		}
+	}
+	// Each leaf key, written into a file, is known to the decoder: no "unknown key".
+	for _, k := range keys {
+		if slices.ContainsFunc(keys, func(o string) bool { return strings.HasPrefix(o, k+".") || strings.HasPrefix(o, k+"[]") }) {
+			continue
+		}
+		var b strings.Builder
+		indent := ""
+		parts := strings.Split(k, ".")
+		for i, p := range parts {
+			name, list := strings.CutSuffix(p, "[]")
+			if i == len(parts)-1 {
+				fmt.Fprintf(&b, "%s%s: null\n", indent, name)
+				break
+			}
+			fmt.Fprintf(&b, "%s%s:\n", indent, name)
+			indent += "  "
+			if list {
+				fmt.Fprintf(&b, "%s- ", indent)
+				indent += "  "
+				b.WriteString("\n")
+			}
+		}
+		_, err := Parse([]byte(b.String()), func(string) string { return "" })
+		if err != nil && strings.Contains(err.Error(), "unknown key") {
+			t.Errorf("%s: %v\n%s", k, err, b.String())
 		}
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Problem is one thing wrong with a configuration file.
@@ -271,4 +271,36 @@ func kindName(n *yaml.Node) string {
 	default:
 		return fmt.Sprintf("%q", n.Value)
 	}
+}
+
+// Keys lists every key path the decoder accepts, as documentation writes
+// them: "listen", "s3.region", "targets[].drill.jobs", "targets[].checks[].sql".
+func Keys() []string {
+	var keys []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if reflect.PointerTo(t).Implements(reflect.TypeFor[unmarshaler]()) {
+			return
+		}
+		switch t.Kind() {
+		case reflect.Slice:
+			walk(t.Elem(), prefix+"[]")
+		case reflect.Struct:
+			fields := yamlFields(t)
+			for name, i := range fields {
+				path := name
+				if prefix != "" {
+					path = prefix + "." + name
+				}
+				keys = append(keys, path)
+				walk(t.Field(i).Type, path)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	sort.Strings(keys)
+	return keys
 }

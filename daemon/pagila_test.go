@@ -3,31 +3,16 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/backupverify/backupverify/internal/testenv"
 )
 
-// pagilaDir finds shared/datasets/pagila beside the repository.
-func pagilaDir(t *testing.T) string {
-	t.Helper()
-	dir, _ := filepath.Abs(".")
-	for d := dir; d != "/"; d = filepath.Dir(d) {
-		p := filepath.Join(d, "shared", "datasets", "pagila")
-		if _, err := os.Stat(filepath.Join(p, "pagila-schema.sql")); err == nil {
-			return p
-		}
-	}
-	t.Fatalf("the Pagila data set (shared/datasets/pagila) is not beside the repository above %s", dir)
-	return ""
-}
-
 // TestDrillPagila restores a schema nobody here wrote (partitions, triggers,
 // enums, domains, a materialized view, functions) from both dump formats.
 func TestDrillPagila(t *testing.T) {
-	src := pagilaDir(t)
+	src := testenv.PagilaDir(t)
 	pg := testenv.StartPostgres(t)
 	ctx := context.Background()
 	pg.Exec(t, "postgres", "CREATE ROLE postgres")

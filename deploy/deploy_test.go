@@ -24,9 +24,14 @@ import (
 	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	psaapi "k8s.io/pod-security-admission/api"
+	psapolicy "k8s.io/pod-security-admission/policy"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	sigsyaml "sigs.k8s.io/yaml"
@@ -184,6 +189,12 @@ func TestKubernetesManifests(t *testing.T) {
 			into = &monitoringv1.ServiceMonitor{}
 		case "PrometheusRule":
 			into = &monitoringv1.PrometheusRule{}
+		case "Role":
+			into = &rbacv1.Role{}
+		case "RoleBinding":
+			into = &rbacv1.RoleBinding{}
+		case "NetworkPolicy":
+			into = &networkingv1.NetworkPolicy{}
 		default:
 			t.Errorf("unexpected kind %s", o.kind)
 			continue
@@ -196,6 +207,23 @@ func TestKubernetesManifests(t *testing.T) {
 		switch v := into.(type) {
 		case *appsv1.Deployment:
 			checkDeployment(t, v)
+		case *corev1.Namespace:
+			if v.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+				t.Errorf("the namespace does not enforce the restricted Pod Security Standard: %v", v.Labels)
+			}
+		case *corev1.ServiceAccount:
+			if v.AutomountServiceAccountToken == nil || *v.AutomountServiceAccountToken {
+				t.Error("the ServiceAccount must not automount its token")
+			}
+		case *rbacv1.Role:
+			checkPrometheusRole(t, v)
+		case *rbacv1.RoleBinding:
+			if v.RoleRef.Kind != "Role" || len(v.Subjects) != 1 || v.Subjects[0].Kind != "ServiceAccount" ||
+				v.Subjects[0].Name != "prometheus-k8s" || v.Subjects[0].Namespace != "monitoring" {
+				t.Errorf("the RoleBinding must grant the Role to kube-prometheus's monitoring/prometheus-k8s: %+v %+v", v.RoleRef, v.Subjects)
+			}
+		case *networkingv1.NetworkPolicy:
+			checkNetworkPolicy(t, v)
 		case *corev1.ConfigMap:
 			dir := t.TempDir()
 			os.WriteFile(filepath.Join(dir, "c.yml"), []byte(v.Data["backupverify.yml"]), 0o644)
@@ -208,7 +236,8 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{"Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap", "ServiceAccount"} {
+	for _, k := range []string{"Namespace", "Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap", "ServiceAccount",
+		"Role", "RoleBinding", "NetworkPolicy"} {
 		if kinds[k] != 1 {
 			t.Errorf("%d %s objects, want 1", kinds[k], k)
 		}
@@ -233,12 +262,124 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Error("resources are not set")
 	}
-	mounts := map[string]bool{}
+	mounts := map[string]string{}
 	for _, m := range c.VolumeMounts {
-		mounts[m.MountPath] = !m.ReadOnly
+		if !m.ReadOnly {
+			mounts[m.MountPath] = m.Name
+		}
 	}
-	if !mounts["/var/lib/backupverify"] || !mounts["/tmp"] {
-		t.Errorf("state_dir and /tmp must be writable volumes: %v", mounts)
+	if mounts["/var/lib/backupverify"] == "" || mounts["/tmp"] == "" || mounts["/dev/shm"] == "" {
+		t.Errorf("state_dir, /tmp and /dev/shm must be writable volumes: %v", mounts)
+	}
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		vols[v.Name] = v
+	}
+	if tmp := vols[mounts["/tmp"]].EmptyDir; tmp == nil || tmp.SizeLimit == nil || tmp.SizeLimit.IsZero() {
+		t.Error("/tmp must be an emptyDir with a sizeLimit")
+	}
+	if shm := vols[mounts["/dev/shm"]].EmptyDir; shm == nil || shm.Medium != corev1.StorageMediumMemory || shm.SizeLimit == nil ||
+		shm.SizeLimit.Cmp(*c.Resources.Limits.Memory()) >= 0 {
+		t.Error("/dev/shm must be a memory-backed emptyDir with a sizeLimit below the memory limit")
+	}
+	if pod.SecurityContext == nil || pod.SecurityContext.FSGroupChangePolicy == nil ||
+		*pod.SecurityContext.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch {
+		t.Error("fsGroupChangePolicy must be OnRootMismatch: a recursive chown of state_dir at each start takes minutes")
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("the pod must not automount a service account token: it does not call the API")
+	}
+	if !regexp.MustCompile(`^[^:@]+/[^:@]+(:v\d+\.\d+\.\d+|@sha256:[0-9a-f]{64})$`).MatchString(c.Image) {
+		t.Errorf("image %q: pin a release tag or a digest", c.Image)
+	}
+	// The restricted Pod Security Standard, as the API server's admission evaluates it.
+	ev, err := psapolicy.NewEvaluator(psapolicy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv := psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}
+	for _, r := range ev.EvaluatePod(lv, &d.Spec.Template.ObjectMeta, &pod) {
+		if !r.Allowed {
+			t.Errorf("restricted Pod Security Standard: %s: %s", r.ForbiddenReason, r.ForbiddenDetail)
+		}
+	}
+}
+
+// checkPrometheusRole: what kube-prometheus's Prometheus needs to discover
+// the Service's endpoints in this namespace.
+func checkPrometheusRole(t *testing.T, r *rbacv1.Role) {
+	t.Helper()
+	granted := map[string]bool{}
+	for _, rule := range r.Rules {
+		for _, g := range rule.APIGroups {
+			for _, res := range rule.Resources {
+				for _, v := range rule.Verbs {
+					granted[g+"/"+res+":"+v] = true
+				}
+			}
+		}
+	}
+	for _, res := range []string{"/services", "/endpoints", "/pods", "discovery.k8s.io/endpointslices"} {
+		for _, v := range []string{"get", "list", "watch"} {
+			if !granted[res+":"+v] {
+				t.Errorf("the Role does not grant %s on %s", v, res)
+			}
+		}
+	}
+	for k := range granted {
+		if strings.Contains(k, "secrets") || strings.HasSuffix(k, ":create") || strings.HasSuffix(k, ":update") || strings.HasSuffix(k, ":delete") || strings.Contains(k, "*") {
+			t.Errorf("the Role grants more than discovery: %s", k)
+		}
+	}
+}
+
+// checkNetworkPolicy: ingress only from the monitoring namespace to the HTTP
+// port; egress DNS and HTTPS only.
+func checkNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy) {
+	t.Helper()
+	if np.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "backupverify" {
+		t.Errorf("the NetworkPolicy selects %v", np.Spec.PodSelector.MatchLabels)
+	}
+	types := map[networkingv1.PolicyType]bool{}
+	for _, pt := range np.Spec.PolicyTypes {
+		types[pt] = true
+	}
+	if !types[networkingv1.PolicyTypeIngress] || !types[networkingv1.PolicyTypeEgress] {
+		t.Errorf("the NetworkPolicy must restrict ingress and egress: %v", np.Spec.PolicyTypes)
+	}
+	port := func(p networkingv1.NetworkPolicyPort) string {
+		proto := corev1.ProtocolTCP
+		if p.Protocol != nil {
+			proto = *p.Protocol
+		}
+		v := intstr.IntOrString{}
+		if p.Port != nil {
+			v = *p.Port
+		}
+		return string(proto) + "/" + v.String()
+	}
+	if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 || len(np.Spec.Ingress[0].Ports) != 1 ||
+		np.Spec.Ingress[0].From[0].NamespaceSelector == nil ||
+		np.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" ||
+		port(np.Spec.Ingress[0].Ports[0]) != "TCP/9847" {
+		t.Errorf("ingress must be TCP 9847 from the monitoring namespace only: %+v", np.Spec.Ingress)
+	}
+	egress := map[string]bool{}
+	for _, e := range np.Spec.Egress {
+		for _, p := range e.Ports {
+			egress[port(p)] = true
+		}
+		if len(e.Ports) == 0 {
+			t.Errorf("an egress rule without ports opens every port: %+v", e)
+		}
+	}
+	for _, want := range []string{"UDP/53", "TCP/53", "TCP/443"} {
+		if !egress[want] {
+			t.Errorf("egress lacks %s", want)
+		}
+	}
+	if len(egress) != 3 {
+		t.Errorf("egress opens more than DNS and HTTPS: %v", egress)
 	}
 }
 
@@ -576,10 +717,16 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"User=backupverify", "StateDirectory=backupverify", "ProtectSystem=strict", "NoNewPrivileges=yes",
-		"ExecStartPre=/usr/local/bin/backupverify check-config", "ExecReload=/bin/kill -HUP $MAINPID"} {
+		"ExecReload=/usr/local/bin/backupverify check-config", "ExecReload=/bin/kill -HUP $MAINPID",
+		"RestartPreventExitStatus=2", "ProtectProc=invisible", "ProcSubset=pid"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("the unit lacks %s", want)
 		}
+	}
+	// systemd tests RestartPreventExitStatus against the main process only: a
+	// config check that fails in ExecStartPre would restart-loop.
+	if regexp.MustCompile(`(?m)^ExecStartPre=[^-]`).Match(unit) {
+		t.Error("the unit has an ExecStartPre whose failure Restart=on-failure would retry for ever")
 	}
 	path := filepath.Join(dir, "backupverify.service")
 	os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/backupverify", bin)), 0o644)

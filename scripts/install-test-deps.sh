@@ -2,7 +2,7 @@
 # Installs what the tests need on a fresh Debian machine, and nothing that is
 # already there: PostgreSQL's server and client programs, Prometheus,
 # promtool and amtool, Chromium (the status page is checked in a real browser),
-# and the versitygw S3-compatible server.
+# nss_wrapper, and the versitygw S3-compatible server.
 set -euo pipefail
 
 SUDO=""
@@ -15,6 +15,8 @@ command -v promtool >/dev/null && command -v prometheus >/dev/null || pkgs+=(pro
 command -v amtool >/dev/null || pkgs+=(prometheus-alertmanager)
 command -v chromium >/dev/null || pkgs+=(chromium)
 command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+# nss_wrapper: the image's entry point gives an arbitrary UID a passwd entry with it (deploy's image test).
+ls /usr/lib/*/libnss_wrapper.so >/dev/null 2>&1 || pkgs+=(libnss-wrapper)
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${pkgs[*]}"
   $SUDO apt-get update -qq

@@ -21,10 +21,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lmittmann/tint"
 	"github.com/robfig/cron/v3"
 
 	"github.com/backupverify/backupverify/daemon"
+	"github.com/backupverify/backupverify/internal/logging"
 	"github.com/backupverify/backupverify/internal/sampledata"
 	"github.com/backupverify/backupverify/metrics"
 	"github.com/backupverify/backupverify/verifier/pgscratch"
@@ -33,7 +33,11 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	go func() {
+		// Ctrl-C stops cleanly (exit 0); a second one kills at once.
+		<-ctx.Done()
+		stop()
+	}()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "backupverify-quickstart:", err)
 		os.Exit(1)
@@ -47,19 +51,47 @@ type options struct {
 	drillSchedule string
 	rows          int
 	duration      time.Duration
+	logLevel      string
+	logFormat     string
 }
+
+const usage = `usage: backupverify-quickstart [flags]
+
+Creates a sample CRM database in a throwaway PostgreSQL cluster, takes pg_dump
+backups of it on a schedule, and runs backupverify against them, with a first
+restore drill at once and the next ones on --drill-schedule. Ctrl-C stops it.
+
+flags:
+`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
 	fs := flag.NewFlagSet("backupverify-quickstart", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are reported once, by main
+	fs.Usage = func() {}
 	fs.StringVar(&o.dir, "dir", "quickstart-data", "folder for the sample cluster, backups, config and state")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9847", "where the daemon serves /metrics and the status page")
 	fs.StringVar(&o.schedule, "backup-schedule", "*/2 * * * *", "cron spec of the sample backup job")
 	fs.StringVar(&o.drillSchedule, "drill-schedule", "1-59/3 * * * *", "cron spec of the restore drills")
 	fs.IntVar(&o.rows, "rows", 20000, "contacts in the sample database (leads are twice as many)")
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
+	fs.StringVar(&o.logLevel, "log-level", "info", logging.LevelUsage)
+	fs.StringVar(&o.logFormat, "log-format", "auto", logging.FormatUsage)
 	if err := fs.Parse(args); err != nil {
+		w := stderr
+		if errors.Is(err, flag.ErrHelp) {
+			w, err = stdout, nil
+		}
+		fmt.Fprint(w, usage)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	log, err := logging.New(stderr, o.logLevel, o.logFormat)
+	if err != nil {
 		return err
 	}
 	if o.duration > 0 {
@@ -67,7 +99,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	log := slog.New(tint.NewTextHandler(stderr, &tint.Options{TimeFormat: time.TimeOnly}))
 	return quickstart(ctx, o, stdout, log)
 }
 
@@ -223,7 +254,10 @@ func takeBackup(ctx context.Context, src *pgscratch.Cluster, bins pgscratch.Bins
 		return err
 	}
 	tmp := filepath.Join(folder, ".backup.dump.partial")
-	out, err := exec.CommandContext(ctx, bins.Path("pg_dump"), "-Fc", "-d", src.DSN("crm", ""), "-f", tmp).CombinedOutput()
+	cmd := exec.CommandContext(ctx, bins.Path("pg_dump"), "-Fc", "-d", src.DSN("crm", ""), "-f", tmp)
+	// Its own process group: Ctrl-C stops the quick start, which then stops it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pg_dump: %v: %s", err, out)
 	}

@@ -58,6 +58,10 @@ func TestQuickstartReachesAPassingDrill(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("quick start: %v\n%s", err, logs.String())
 	}
+	// Not a terminal: --log-format auto writes JSON, without colour codes.
+	if l := logs.String(); strings.Contains(l, "\x1b[") || !strings.HasPrefix(l, `{"time":`) {
+		t.Errorf("logs into a buffer are not plain JSON:\n%.300s", l)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "sample-pg")); !os.IsNotExist(err) {
 		t.Errorf("the sample cluster was not removed: %v", err)
 	}

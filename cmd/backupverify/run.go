@@ -18,32 +18,25 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/lmittmann/tint"
+	"github.com/prometheus/common/version"
 
 	"github.com/backupverify/backupverify/config"
 	"github.com/backupverify/backupverify/daemon"
+	"github.com/backupverify/backupverify/internal/logging"
 	"github.com/backupverify/backupverify/metrics"
 	"github.com/backupverify/backupverify/report"
 	"github.com/backupverify/backupverify/verifier"
 	"github.com/backupverify/backupverify/web"
 )
 
-// Stamped at build time with -ldflags "-X main.version=... -X main.revision=...".
-var (
-	version  = ""
-	revision = ""
-)
-
+// buildInfo is the build's version and revision: stamped by the Makefile and
+// the Dockerfile into github.com/prometheus/common/version with -ldflags -X,
+// else taken from the module's and VCS's build information.
 func buildInfo() metrics.BuildInfo {
-	bi := metrics.BuildInfo{Version: version, Revision: revision}
-	if info, ok := debug.ReadBuildInfo(); ok {
-		if bi.Version == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+	bi := metrics.BuildInfo{Version: version.Version, Revision: version.GetRevision()}
+	if bi.Version == "" {
+		if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
 			bi.Version = info.Main.Version
-		}
-		for _, s := range info.Settings {
-			if s.Key == "vcs.revision" && bi.Revision == "" {
-				bi.Revision = s.Value
-			}
 		}
 	}
 	if bi.Version == "" {
@@ -55,107 +48,168 @@ func buildInfo() metrics.BuildInfo {
 	return bi
 }
 
-const usage = `usage: backupverify <command> [flags]
+// command is one of backupverify's commands, with the flags it takes besides
+// --log-level and --log-format, which every command takes.
+type command struct {
+	name     string
+	synopsis string
+	summary  string
+	flags    []string
+}
 
-commands:
-  run           --config FILE                    the daemon (SIGHUP reloads the config)
-  verify        --config FILE [--target NAME]    verify the newest backup of each target now
-  drill         --config FILE [--target NAME] [--format md|json]
-                                                 restore the newest backup of each target now, run its
-                                                 checks, write and print the drill report
-  reports verify --config FILE [--target NAME]   walk the reports' hash chain; name any altered or missing
-  check-config  --config FILE                    validate a config, print every problem
-  version                                        print version, revision and Go version
+var commands = []command{
+	{"run", "--config FILE", "the daemon (SIGHUP reloads the config)", []string{"config"}},
+	{"verify", "--config FILE [--target NAME]", "verify the newest backup of each target now", []string{"config", "target"}},
+	{"drill", "--config FILE [--target NAME] [--format md|json]",
+		"restore the newest backup of each target now, run its checks, write and print the drill report",
+		[]string{"config", "target", "format"}},
+	{"reports verify", "--config FILE [--target NAME]",
+		"walk the drill reports' hash chain; name any report altered or missing", []string{"config", "target"}},
+	{"check-config", "--config FILE", "validate a config, print every problem with its line", []string{"config"}},
+	{"version", "", "print version, revision and Go version", nil},
+}
 
+func lookupCommand(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "usage: backupverify <command> [flags]\n\ncommands:\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", c.name, c.synopsis, c.summary)
+	}
+	tw.Flush()
+	fmt.Fprint(w, `
 flags of every command:
   --log-level debug|info|warn|error   (default info)
   --log-format auto|text|json         (default auto: coloured text on a terminal, else JSON)
-`
+
+backupverify <command> --help shows a command's flags; backupverify --version its version.
+`)
+}
+
+// options are the values of every flag; a command defines only its own.
+type options struct {
+	config, target, format, logLevel, logFormat string
+}
+
+func (c command) flagSet(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("backupverify "+c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported once, by exitCode
+	fs.Usage = func() {}
+	for _, f := range c.flags {
+		switch f {
+		case "config":
+			fs.StringVar(&o.config, "config", "", "the configuration file (required)")
+		case "target":
+			fs.StringVar(&o.target, "target", "", "only this target")
+		case "format":
+			fs.StringVar(&o.format, "format", "md", "print the report as Markdown (md) or JSON (json)")
+		}
+	}
+	fs.StringVar(&o.logLevel, "log-level", "info", logging.LevelUsage)
+	fs.StringVar(&o.logFormat, "log-format", "auto", logging.FormatUsage)
+	return fs
+}
+
+// placeholders name each flag's value in help texts.
+var placeholders = map[string]string{"config": "FILE", "target": "NAME", "format": "md|json",
+	"log-level": "LEVEL", "log-format": "FORMAT"}
+
+// printUsage writes a command's synopsis and its flags, and only its own.
+func (c command) printUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: backupverify %s", c.name)
+	if c.synopsis != "" {
+		fmt.Fprintf(w, " %s", c.synopsis)
+	}
+	fmt.Fprintf(w, " [--log-level LEVEL] [--log-format FORMAT]\n\n%s\n\nflags:\n", c.summary)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fs.VisitAll(func(f *flag.Flag) {
+		help := f.Usage
+		if f.DefValue != "" {
+			help += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(tw, "  --%s %s\t%s\n", f.Name, placeholders[f.Name], help)
+	})
+	tw.Flush()
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		usage(stderr)
 		return usageError{errors.New("no command given")}
 	}
-	cmd, rest := args[0], args[1:]
-	fs := flag.NewFlagSet("backupverify "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "configuration file")
-	target := fs.String("target", "", "only this target")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	logFormat := fs.String("log-format", "auto", "auto, text or json")
-	format := fs.String("format", "md", "drill output: md or json")
-	if cmd == "reports" {
+	name, rest := args[0], args[1:]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if len(rest) > 0 {
+			if c, ok := lookupCommand(strings.Join(rest, " ")); ok {
+				c.printUsage(stdout, c.flagSet(&options{}))
+				return nil
+			}
+		}
+		usage(stdout)
+		return nil
+	case "-version", "--version":
+		name = "version"
+	case "reports":
 		if len(rest) == 0 || rest[0] != "verify" {
-			fmt.Fprint(stderr, usage)
+			usage(stderr)
 			return usageError{errors.New(`reports: the only subcommand is "verify"`)}
 		}
-		cmd, rest = "reports verify", rest[1:]
+		name, rest = "reports verify", rest[1:]
 	}
-	switch cmd {
-	case "run", "verify", "drill", "check-config", "version", "reports verify":
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	default:
-		fmt.Fprint(stderr, usage)
-		return usageError{fmt.Errorf("unknown command %q", cmd)}
+	cmd, ok := lookupCommand(name)
+	if !ok {
+		usage(stderr)
+		return usageError{fmt.Errorf("unknown command %q", name)}
 	}
+	var o options
+	fs := cmd.flagSet(&o)
 	if err := fs.Parse(rest); err != nil {
-		return usageError{err}
+		if errors.Is(err, flag.ErrHelp) {
+			cmd.printUsage(stdout, fs)
+			return nil
+		}
+		cmd.printUsage(stderr, fs)
+		return usageError{fmt.Errorf("%s: %w", cmd.name, err)}
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("%s: unexpected argument %q", cmd, fs.Arg(0))}
+		return usageError{fmt.Errorf("%s: unexpected argument %q", cmd.name, fs.Arg(0))}
 	}
-	log, err := newLogger(stderr, *logLevel, *logFormat)
+	log, err := logging.New(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		return usageError{err}
 	}
-	if cmd == "version" {
+	if cmd.name == "version" {
 		bi := buildInfo()
 		fmt.Fprintf(stdout, "backupverify %s (revision %s, %s %s/%s)\n", bi.Version, bi.Revision, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
 	}
-	if *configPath == "" {
-		return usageError{fmt.Errorf("%s: --config FILE is required", cmd)}
+	if o.config == "" {
+		return usageError{fmt.Errorf("%s: --config FILE is required", cmd.name)}
 	}
-	switch cmd {
+	switch cmd.name {
 	case "check-config":
-		return checkConfig(*configPath, stdout)
+		return checkConfig(o.config, stdout)
 	case "verify":
-		return verifyNow(ctx, *configPath, *target, stdout, log)
+		return verifyNow(ctx, o.config, o.target, stdout, log)
 	case "drill":
-		if *format != "md" && *format != "json" {
-			return usageError{fmt.Errorf("--format %q: use md or json", *format)}
+		if o.format != "md" && o.format != "json" {
+			return usageError{fmt.Errorf("--format %q: use md or json", o.format)}
 		}
-		return drillNow(ctx, *configPath, *target, *format, stdout, log)
+		return drillNow(ctx, o.config, o.target, o.format, stdout, log)
 	case "reports verify":
-		return verifyReports(*configPath, *target, stdout)
+		return verifyReports(o.config, o.target, stdout)
 	default:
-		return runDaemon(ctx, *configPath, log)
+		return runDaemon(ctx, o.config, log)
 	}
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
-	}
-	if format == "auto" {
-		format = "json"
-		if f, ok := w.(*os.File); ok {
-			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-				format = "text"
-			}
-		}
-	}
-	switch format {
-	case "text":
-		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: lv, TimeFormat: time.TimeOnly})), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: use auto, text or json", format)
 }
 
 func loadConfig(path string) (*config.Config, error) {
