@@ -83,6 +83,7 @@ func (r readme) snippets() []string {
 var otherTools = map[string]string{
 	"no-owner": "pg_restore", "no-acl": "pg_restore", "list": "pg_restore", "clean": "pg_restore",
 	"verbose": "pg_dump", "bindir": "pg_config", "user": "docker run",
+	"system": "useradd", "no-create-home": "useradd", "shell": "useradd",
 }
 
 // quickstartHelp builds the quick start and returns its --help output.
