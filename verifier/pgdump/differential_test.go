@@ -1,4 +1,4 @@
-package pgdump
+package pgdump_test
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/backupverify/backupverify/internal/testenv"
+	"github.com/backupverify/backupverify/verifier/pgdump"
 )
 
 // pagilaLike is a small film-rental schema in the shape of Pagila: lookup
@@ -146,14 +147,14 @@ func pgRestoreVerdict(bin, path string) (flagged, hung bool, out string) {
 	return err != nil, false, string(b)
 }
 
-func readFile(t *testing.T, path string, workers int) (Info, error) {
+func readFile(t *testing.T, path string, workers int) (pgdump.Info, error) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	return Read(context.Background(), f, Options{Workers: workers})
+	return pgdump.Read(context.Background(), f, pgdump.Options{Workers: workers})
 }
 
 // TestRealDumps reads real pg_dump archives of every shape with both
@@ -190,7 +191,7 @@ func TestRealDumps(t *testing.T) {
 			if flagged, _, out := pgRestoreVerdict(d.pg.Bins.Path("pg_restore"), path); flagged {
 				t.Fatalf("pg_restore rejects a real dump: %s", out)
 			}
-			var infos []Info
+			var infos []pgdump.Info
 			for _, workers := range []int{1, 2, 4} {
 				info, err := readFile(t, path, workers)
 				if err != nil {
@@ -215,9 +216,9 @@ func TestRealDumps(t *testing.T) {
 			if info.ArchiveVersion != "1.14-0" {
 				t.Errorf("ArchiveVersion = %q, want 1.14-0", info.ArchiveVersion)
 			}
-			wantComp := CompressionGzip
+			wantComp := pgdump.CompressionGzip
 			if slicesContain(c.extra, "-Z0") {
-				wantComp = CompressionNone
+				wantComp = pgdump.CompressionNone
 			}
 			if info.Compression != wantComp {
 				t.Errorf("Compression = %q, want %q", info.Compression, wantComp)
@@ -346,12 +347,12 @@ func TestEveryCutAndFlip(t *testing.T) {
 							return
 						}
 						pgFlag, hung, _ := pgRestoreVerdict(bin, p)
-						_, nerr := Read(context.Background(), bytes.NewReader(m.data), Options{Workers: 1 + w})
-						if nerr != nil && !errors.Is(nerr, ErrTruncated) && !errors.Is(nerr, ErrCorrupt) && !errors.Is(nerr, ErrUnsupported) {
+						_, nerr := pgdump.Read(context.Background(), bytes.NewReader(m.data), pgdump.Options{Workers: 1 + w})
+						if nerr != nil && !errors.Is(nerr, pgdump.ErrTruncated) && !errors.Is(nerr, pgdump.ErrCorrupt) && !errors.Is(nerr, pgdump.ErrUnsupported) {
 							t.Errorf("%s: error of no kind: %v", m.what, nerr)
 						}
-						nFlag := errors.Is(nerr, ErrTruncated) || errors.Is(nerr, ErrCorrupt)
-						unsupported := errors.Is(nerr, ErrUnsupported)
+						nFlag := errors.Is(nerr, pgdump.ErrTruncated) || errors.Is(nerr, pgdump.ErrCorrupt)
+						unsupported := errors.Is(nerr, pgdump.ErrUnsupported)
 						mu.Lock()
 						switch {
 						case hung:
@@ -401,7 +402,7 @@ func TestEveryCutAndFlip(t *testing.T) {
 
 // reasonOf is an error message without its numbers, to group mutants.
 func reasonOf(err error) string {
-	var e *Error
+	var e *pgdump.Error
 	if !errors.As(err, &e) {
 		return err.Error()
 	}

@@ -178,3 +178,33 @@ func BenchmarkRead(b *testing.B) {
 		})
 	}
 }
+
+// TestSniff: only formats Read cannot interpret are sent elsewhere.
+func TestSniff(t *testing.T) {
+	orig := seed(t, "tiny-default")
+	patch := func(at int, v byte) []byte {
+		b := bytes.Clone(orig[:64])
+		b[at] = v
+		return b
+	}
+	lz4 := append([]byte("PGDMP\x01\x0f\x00\x04\x08\x01\x02"), make([]byte, 40)...)
+	for _, c := range []struct {
+		name        string
+		head        []byte
+		unsupported bool
+	}{
+		{"pg_dump 15 archive", orig[:64], false},
+		{"short head", orig[:10], false},
+		{"damaged magic", patch(0, 'X'), false},
+		{"archive version 1.17", patch(6, 17), true},
+		{"archive version 2.14", patch(5, 2), true},
+		{"8-byte ints", patch(8, 8), true},
+		{"directory format", patch(10, 5), true},
+		{"lz4 compression (1.15)", lz4, true},
+	} {
+		err := Sniff(c.head)
+		if got := errors.Is(err, ErrUnsupported); got != c.unsupported {
+			t.Errorf("%s: Sniff = %v, want unsupported %v", c.name, err, c.unsupported)
+		}
+	}
+}

@@ -25,6 +25,7 @@ package pgdump
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -674,4 +675,22 @@ func (d *dechunker) Read(p []byte) (int, error) {
 		return 0, d.err
 	}
 	return n, nil
+}
+
+// headerFixed is the length of the header's fixed part: magic, version, int
+// and offset sizes, format, and the compression (an int before 1.15).
+const headerFixed = 5 + 6 + 5
+
+// Sniff tells, from an archive's first bytes, whether Read can interpret it:
+// it returns an error wrapping ErrUnsupported when not (read it with
+// pg_restore instead), nil otherwise, including for a damaged header, which
+// Read then reports. head must hold the first 16 bytes when the archive has
+// them.
+func Sniff(head []byte) error {
+	head = head[:min(len(head), headerFixed)]
+	_, err := Read(context.Background(), bytes.NewReader(head), Options{Workers: 1})
+	if errors.Is(err, ErrUnsupported) {
+		return err
+	}
+	return nil
 }
