@@ -435,7 +435,7 @@ func (d *Driller) verifyFile(ctx context.Context, path string, noSum error, b *D
 		return err
 	}
 	defer f.Close()
-	info, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), d.archive)
+	info, _, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), d.archive)
 	b.Archive = info
 	r := Result{Archive: info, LastModified: b.LastModified}
 	r.setCreated(d.now)

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/backupverify/backupverify/verifier/pgdump"
 )
 
 // Result is the outcome of verifying one backup.
@@ -28,12 +30,16 @@ type Result struct {
 	SHA256        string      `json:"sha256,omitempty"`
 	Expected      string      `json:"expected_sha256,omitempty"`
 	ChecksumFrom  string      `json:"checksum_from,omitempty"`
-	BytesRead     int64       `json:"bytes_read"`
-	Started       time.Time   `json:"started"`
-	Duration      Seconds     `json:"duration_seconds"`
-	OK            bool        `json:"ok"`
-	Reason        Reason      `json:"reason,omitempty"`
-	Error         string      `json:"error,omitempty"`
+	// Reader is what read the archive: ReaderNative (this program) or
+	// ReaderPgRestore (a custom-format archive the native reader does not
+	// know); empty when the archive was not read.
+	Reader    string    `json:"reader,omitempty"`
+	BytesRead int64     `json:"bytes_read"`
+	Started   time.Time `json:"started"`
+	Duration  Seconds   `json:"duration_seconds"`
+	OK        bool      `json:"ok"`
+	Reason    Reason    `json:"reason,omitempty"`
+	Error     string    `json:"error,omitempty"`
 }
 
 // Seconds is a duration written as fractional seconds in JSON.
@@ -84,8 +90,8 @@ func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, now fun
 	counted := &countingWriter{}
 	br := bufio.NewReaderSize(io.TeeReader(rec, io.MultiWriter(h, counted)), 256<<10)
 
-	info, archiveErr := readArchive(ctx, br, ar)
-	r.Archive = info
+	info, reader, archiveErr := readArchive(ctx, br, ar)
+	r.Archive, r.Reader = info, reader
 	// Whatever the archive reader left (it stops early on a broken archive)
 	// is still hashed, so a bit flip is told apart from a broken dump.
 	_, _ = io.Copy(io.Discard, br)
@@ -128,31 +134,51 @@ func (r *Result) setCreated(now func() time.Time) {
 	r.Created, r.DatedInFuture = t, !t.Equal(raw)
 }
 
-// readArchive reads the archive to its end and reports what its header says.
-func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader) (ArchiveInfo, error) {
+// Archive readers, as Result.Reader names them.
+const (
+	ReaderNative    = "native"
+	ReaderPgRestore = "pg_restore"
+)
+
+// readArchive reads the archive to its end, reports what its header says and
+// which reader read it. A custom-format archive is read natively unless its
+// header names a version or compression the native reader does not know;
+// then ar (pg_restore) reads it.
+func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader) (ArchiveInfo, string, error) {
 	head := peek(br, 8192)
 	switch {
+	case bytes.HasPrefix(head, []byte("PGDMP")) && pgdump.Sniff(head) == nil:
+		n, err := pgdump.Read(ctx, br, pgdump.Options{})
+		return ArchiveInfo{
+			Format:        FormatCustom,
+			Created:       n.Created,
+			Database:      n.Database,
+			DumpVersion:   n.DumpVersion,
+			ServerVersion: n.ServerVersion,
+			ArchiveVer:    n.ArchiveVersion,
+		}, ReaderNative, err
 	case bytes.HasPrefix(head, []byte("PGDMP")):
 		info, err := parseCustomHeader(head)
 		if err != nil {
-			return info, err
+			return info, "", err
 		}
-		return info, ar.ReadArchive(ctx, br)
+		return info, ReaderPgRestore, ar.ReadArchive(ctx, br)
 	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
 		gz, err := gzip.NewReader(br)
 		if err != nil {
-			return ArchiveInfo{Format: FormatSQLGzip}, fmt.Errorf("gzip: %w", err)
+			return ArchiveInfo{Format: FormatSQLGzip}, ReaderNative, fmt.Errorf("gzip: %w", err)
 		}
 		info, err := readSQL(ctx, gz)
 		info.Format = FormatSQLGzip
 		if err != nil {
-			return info, fmt.Errorf("gzip: %w", err)
+			return info, ReaderNative, fmt.Errorf("gzip: %w", err)
 		}
-		return info, nil
+		return info, ReaderNative, nil
 	case len(head) == 0:
-		return ArchiveInfo{}, errors.New("the backup is empty")
+		return ArchiveInfo{}, "", errors.New("the backup is empty")
 	default:
-		return readSQL(ctx, br)
+		info, err := readSQL(ctx, br)
+		return info, ReaderNative, err
 	}
 }
 

@@ -1,0 +1,87 @@
+package verifier
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tinyDump is a real pg_dump 15 custom archive (a table and a large object)
+// from the native reader's fuzz corpus.
+func tinyDump(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("pgdump/testdata/fuzz/FuzzRead/tiny-default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(string(b), "\n")
+	body = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(body), "[]byte("), ")")
+	s, err := strconv.Unquote(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(s)
+}
+
+// countingArchive stands for pg_restore: it consumes the archive and counts calls.
+type countingArchive struct{ calls int }
+
+func (c *countingArchive) ReadArchive(_ context.Context, r io.Reader) error {
+	c.calls++
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// TestVerifyCustomReader: custom-format archives are read natively, damage
+// included, and pg_restore reads only those whose header the native reader
+// does not know; the Result says which one ran.
+func TestVerifyCustomReader(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := func() time.Time { return t0 }
+	good := tinyDump(t)
+	newer := bytes.Clone(good)
+	newer[6] = 17 // archive version 1.17
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)-30] ^= 0xff // inside the large object's zlib stream
+	for _, c := range []struct {
+		name       string
+		body       []byte
+		wantReason Reason
+		wantReader string
+		wantCalls  int
+	}{
+		{"good", good, "", ReaderNative, 0},
+		{"cut short", good[:len(good)-100], ReasonUnreadableArchive, ReaderNative, 0},
+		{"flipped byte", flipped, ReasonUnreadableArchive, ReaderNative, 0},
+		{"unknown archive version", newer, "", ReaderPgRestore, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := &memSource{objs: map[string][]byte{"db.dump": c.body}, mod: map[string]time.Time{"db.dump": t0},
+				sums: map[string]string{"db.dump": hexsum(c.body)}}
+			b := Backup{Object: Object{Key: "db.dump", Size: int64(len(c.body)), LastModified: t0}, ChecksumKind: ChecksumS3}
+			ar := &countingArchive{}
+			r, err := Verify(context.Background(), src, ar, b, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Reason != c.wantReason || r.OK != (c.wantReason == "") {
+				t.Fatalf("reason %q ok %v (%s), want %q", r.Reason, r.OK, r.Error, c.wantReason)
+			}
+			if r.Reader != c.wantReader || ar.calls != c.wantCalls {
+				t.Errorf("reader %q, pg_restore called %d times; want %q, %d", r.Reader, ar.calls, c.wantReader, c.wantCalls)
+			}
+			if r.BytesRead != int64(len(c.body)) || r.SHA256 != hexsum(c.body) {
+				t.Errorf("read %d bytes, sha256 %s; want every byte hashed", r.BytesRead, r.SHA256)
+			}
+			if c.wantReader == ReaderNative && (r.Archive.Format != FormatCustom || r.Archive.Database != "tiny" ||
+				!strings.HasPrefix(r.Archive.DumpVersion, "15.") || r.Archive.ArchiveVer != "1.14-0") {
+				t.Errorf("archive info %+v", r.Archive)
+			}
+		})
+	}
+}
