@@ -312,8 +312,8 @@ func TestWatchS3(t *testing.T) {
 		s.Put(t, "backups", "trunc/CHECKSUM", manifest(map[string][]byte{"db.dump": cut}), testenv.PutOptions{})
 		h.scan()
 		h.expect("trunc", merge(zeroFailures("unreadable_archive", 1), map[string]float64{"backup_checksum_ok": 0}))
-		if e := h.w.Status().LastResult.Error; !strings.Contains(e, "pg_restore") {
-			t.Errorf("error %q does not say pg_restore failed", e)
+		if r := h.w.Status().LastResult; r.Reader != "native" || !strings.Contains(r.Error, "truncated") {
+			t.Errorf("reader %q, error %q: want the native reader to say the archive is truncated", r.Reader, r.Error)
 		}
 	})
 
