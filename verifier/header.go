@@ -25,14 +25,17 @@ type ArchiveInfo struct {
 	DumpVersion   string    `json:"pg_dump_version,omitempty"`
 	ServerVersion string    `json:"server_version,omitempty"`
 	ArchiveVer    string    `json:"archive_version,omitempty"`
+	// localTime: Created is a zone-less local time, not yet read in a zone.
+	localTime bool
 }
 
 var errShortHeader = errors.New("archive header is truncated")
 
 // parseCustomHeader reads the header pg_dump writes at the start of a custom
 // archive (pg_backup_archiver.c WriteHead/ReadHead). The creation time is
-// written as local broken-down time without a zone; it is read as UTC, the
-// zone of nearly every database host.
+// written as the dumping host's local broken-down time without a zone; it is
+// returned as if in UTC, and InZone reads it in the target's
+// archive_timezone.
 func parseCustomHeader(b []byte) (ArchiveInfo, error) {
 	info := ArchiveInfo{Format: FormatCustom}
 	if len(b) < 11 || string(b[:5]) != "PGDMP" {
@@ -104,7 +107,20 @@ func parseCustomHeader(b []byte) (ArchiveInfo, error) {
 		return info, err
 	}
 	info.Created = time.Date(tm[5]+1900, time.Month(tm[4]+1), tm[3], tm[2], tm[1], tm[0], 0, time.UTC)
+	info.localTime = true
 	return info, nil
+}
+
+// InZone reads a custom-format header's zone-less time in loc (nil: UTC).
+// Times that carry their zone (plain dumps) are left as they are.
+func (a ArchiveInfo) InZone(loc *time.Location) ArchiveInfo {
+	if !a.localTime || loc == nil || a.Created.IsZero() {
+		return a
+	}
+	c := a.Created
+	a.Created = time.Date(c.Year(), c.Month(), c.Day(), c.Hour(), c.Minute(), c.Second(), 0, loc).UTC()
+	a.localTime = false
+	return a
 }
 
 var (

@@ -65,7 +65,7 @@ func TestVerifyCustomReader(t *testing.T) {
 				sums: map[string]string{"db.dump": hexsum(c.body)}}
 			b := Backup{Object: Object{Key: "db.dump", Size: int64(len(c.body)), LastModified: t0}, ChecksumKind: ChecksumS3}
 			ar := &countingArchive{}
-			r, err := Verify(context.Background(), src, ar, b, now)
+			r, err := Verify(context.Background(), src, ar, b, nil, now)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -19,6 +19,9 @@ type Target struct {
 	Checksum string
 	// Manifest is the file name of a folder's CHECKSUM manifest.
 	Manifest string
+	// ArchiveTZ is the zone a custom-format header's zone-less time is
+	// read in (archive_timezone); nil is UTC.
+	ArchiveTZ *time.Location
 	// BackupSchedule is the cron spec backups are expected on; "" for none.
 	BackupSchedule string
 	// BackupGrace is how long a backup may take to be written completely.

@@ -123,7 +123,7 @@ func TestVerifyPlain(t *testing.T) {
 			src := &memSource{objs: map[string][]byte{"db.sql": tt.body}, mod: map[string]time.Time{"db.sql": t0},
 				sums: map[string]string{"db.sql": tt.sum}}
 			b := Backup{Object: Object{Key: "db.sql", Size: int64(len(tt.body)), LastModified: t0}, ChecksumKind: ChecksumS3}
-			r, err := Verify(context.Background(), src, noArchive{t}, b, now)
+			r, err := Verify(context.Background(), src, noArchive{t}, b, nil, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +147,7 @@ func TestVerifyCancelledIsNotAFailure(t *testing.T) {
 	cancel()
 	src := &memSource{objs: map[string][]byte{"db.sql": []byte(plainDump)}, sums: map[string]string{"db.sql": hexsum([]byte(plainDump))}}
 	b := Backup{Object: Object{Key: "db.sql", Size: int64(len(plainDump))}, ChecksumKind: ChecksumS3}
-	if _, err := Verify(ctx, src, noArchive{t}, b, time.Now); !errors.Is(err, context.Canceled) {
+	if _, err := Verify(ctx, src, noArchive{t}, b, nil, time.Now); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
@@ -239,7 +239,7 @@ func TestWatcherFirstStartAndState(t *testing.T) {
 	for i := range 30 {
 		k := fmt.Sprintf("d%02d.sql", i)
 		body := strings.Replace(plainDump, "02:00:07", fmt.Sprintf("02:%02d:07", i), 1)
-		src.objs[k], src.mod[k], src.sums[k] = []byte(body), t0.Add(time.Duration(i)*time.Minute), hexsum([]byte(body))
+		src.objs[k], src.mod[k], src.sums[k] = []byte(body), t0.Add(time.Duration(i)*time.Minute+30*time.Second), hexsum([]byte(body)) // uploaded after the dump started
 	}
 	tg := Target{Name: "t", Glob: "*.sql", Match: regexp.MustCompile(`^[^/]*\.sql$`), Checksum: "s3", Manifest: "CHECKSUM",
 		VerifyLast: 2, Poll: time.Minute, BackupGrace: time.Minute, RPO: time.Hour}

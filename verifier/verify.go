@@ -50,15 +50,17 @@ func (s Seconds) D() time.Duration { return time.Duration(float64(s) * float64(t
 
 func secondsOf(d time.Duration) Seconds { return Seconds(d.Seconds()) }
 
-// futureSlack is how far a backup's time may lie ahead of the clock or of its
-// own upload before it is taken as wrongly dated.
-const futureSlack = 5 * time.Minute
+// futureSlack is how far a header time may lie after the backup's upload
+// before it is reported as wrongly dated (clocks of two hosts differ by a
+// little); the backup's time is clamped to the upload either way.
+const futureSlack = time.Minute
 
 // Verify streams a backup once: sha256 while reading, and the archive read to
 // its end (pg_restore for custom format, full decompression and the end-of-dump
-// marker for plain SQL). Nothing is written to disk. It returns an error only
-// when ctx was cancelled; every other failure is in the Result.
-func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, now func() time.Time) (Result, error) {
+// marker for plain SQL). Nothing is written to disk. A custom-format header's
+// zone-less time is read in tz (nil: UTC). It returns an error only when ctx
+// was cancelled; every other failure is in the Result.
+func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time) (Result, error) {
 	start := now()
 	r := Result{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Started: start}
 	fail := func(reason Reason, err error) (Result, error) {
@@ -91,7 +93,7 @@ func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, now fun
 	br := bufio.NewReaderSize(io.TeeReader(rec, io.MultiWriter(h, counted)), 256<<10)
 
 	info, reader, archiveErr := readArchive(ctx, br, ar)
-	r.Archive, r.Reader = info, reader
+	r.Archive, r.Reader = info.InZone(tz), reader
 	// Whatever the archive reader left (it stops early on a broken archive)
 	// is still hashed, so a bit flip is told apart from a broken dump.
 	_, _ = io.Copy(io.Discard, br)
@@ -116,22 +118,43 @@ func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, now fun
 	return r, nil
 }
 
-// setCreated sets the backup's time: the header time when it is plausible,
-// else LastModified, and never later than now, so that a wrongly dated backup
-// cannot make RPO look better than it is.
+// setCreated sets the backup's time: the header time, but never later than
+// the object's upload (a dump is written before it is uploaded) nor than
+// now, so that a wrongly dated backup cannot make RPO look better than it is.
+// DatedInFuture says the header was later by more than futureSlack.
 func (r *Result) setCreated(now func() time.Time) {
 	raw := r.LastModified
 	if !r.Archive.Created.IsZero() {
 		raw = r.Archive.Created
 	}
 	t := raw
-	if !r.Archive.Created.IsZero() && !r.LastModified.IsZero() && t.After(r.LastModified.Add(futureSlack)) {
+	if !r.LastModified.IsZero() && t.After(r.LastModified) {
 		t = r.LastModified
 	}
-	if n := now(); t.After(n.Add(futureSlack)) {
+	if n := now(); t.After(n) {
 		t = n
 	}
-	r.Created, r.DatedInFuture = t, !t.Equal(raw)
+	r.Created, r.DatedInFuture = t, raw.Sub(t) > futureSlack
+}
+
+// LikelyOffset names the UTC offset the dumping host probably had, when the
+// header time read in tz lies after the upload: the zone's offset plus the
+// gap, rounded to 15 minutes; "" when the gap is under 15 minutes.
+func (r Result) LikelyOffset(tz *time.Location) string {
+	gap := r.Archive.Created.Sub(r.LastModified).Round(15 * time.Minute)
+	if r.Archive.Created.IsZero() || r.LastModified.IsZero() || gap < 15*time.Minute {
+		return ""
+	}
+	if tz == nil {
+		tz = time.UTC
+	}
+	_, off := r.Archive.Created.In(tz).Zone()
+	total := time.Duration(off)*time.Second + gap
+	sign := "+"
+	if total < 0 {
+		sign, total = "-", -total
+	}
+	return fmt.Sprintf("UTC%s%02d:%02d", sign, int(total.Hours()), int(total.Minutes())%60)
 }
 
 // Archive readers, as Result.Reader names them.
@@ -156,6 +179,7 @@ func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader) (Archi
 			DumpVersion:   n.DumpVersion,
 			ServerVersion: n.ServerVersion,
 			ArchiveVer:    n.ArchiveVersion,
+			localTime:     true, // the header's broken-down time has no zone
 		}, ReaderNative, err
 	case bytes.HasPrefix(head, []byte("PGDMP")):
 		info, err := parseCustomHeader(head)

@@ -67,6 +67,15 @@ type Status struct {
 	ScanErrors    uint64
 	ScanLastError string
 	Catalogued    int
+	// DownloadFailing: the newest backup is unverified because its last
+	// download attempt failed; it is retried with backoff.
+	DownloadFailing bool
+	// Since is when this daemon first watched the target (persisted).
+	Since time.Time
+	// Present is the number of backups in the last listing, Oldest the
+	// oldest one's time (zero when none).
+	Present int
+	Oldest  time.Time
 
 	// Drill side, filled by the daemon from the Driller and the scheduler.
 	RTOTarget     time.Duration
@@ -94,6 +103,35 @@ type Watcher struct {
 	scanOK   time.Time
 	scanErrs uint64
 	scanErr  string
+	// retry holds the backups whose download failed, by Backup.ID: a
+	// download error is no verdict, so they are read again after a backoff.
+	retry map[string]*retryState
+	// present and oldest describe the last listing: how many backups exist,
+	// and the oldest one's time.
+	present int
+	oldest  time.Time
+	// OnSaveError, if set, is called each time the state file cannot be
+	// written (the daemon counts them).
+	OnSaveError func()
+}
+
+// retryState is the backoff of one backup whose download failed.
+type retryState struct {
+	attempts int
+	next     time.Time
+}
+
+// maxRetryWait caps the backoff between download attempts of one backup.
+const maxRetryWait = time.Hour
+
+// retryWait is the wait after the n-th failed download in a row: one poll,
+// then two, four... at most maxRetryWait.
+func retryWait(poll time.Duration, n int) time.Duration {
+	d := poll
+	for i := 1; i < n && d < maxRetryWait; i++ {
+		d *= 2
+	}
+	return min(d, maxRetryWait)
 }
 
 // NewWatcher loads the target's state from stateDir and returns its watcher.
@@ -103,6 +141,7 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, stateDir string, log *sl
 		log:      log.With("target", t.Name),
 		file:     filepath.Join(stateDir, "targets", t.Name, "watch.json"),
 		failures: map[Reason]uint64{},
+		retry:    map[string]*retryState{},
 	}
 	for _, r := range Reasons {
 		w.failures[r] = 0
@@ -141,6 +180,9 @@ func (w *Watcher) load() error {
 	}
 	if w.st.Catalogue == nil {
 		w.st.Catalogue = map[string]*Record{}
+	}
+	if w.st.Since.IsZero() { // a state file from before Since was kept
+		w.st.Since = w.now()
 	}
 	w.scanOK = w.st.ScanLastOK
 	if w.st.LastResult != nil {
@@ -240,6 +282,9 @@ func (w *Watcher) Scan(ctx context.Context) {
 		if _, seen := w.st.Catalogue[b.ID()]; seen {
 			continue
 		}
+		if rs := w.retry[b.ID()]; rs != nil && w.scanOK.Before(rs.next) {
+			continue // its last download failed: wait out the backoff
+		}
 		if cold && i >= w.target.VerifyLast {
 			w.st.Catalogue[b.ID()] = &Record{Key: b.Key, ETag: b.ETag, Size: b.Size,
 				LastModified: b.LastModified, Created: b.LastModified, Status: StatusSkipped}
@@ -252,6 +297,29 @@ func (w *Watcher) Scan(ctx context.Context) {
 		if !live[id] {
 			delete(w.st.Catalogue, id)
 			changed = true
+		}
+	}
+	for id := range w.retry {
+		if !live[id] {
+			delete(w.retry, id)
+		}
+	}
+	// A deleted backup no longer protects anything: the verified time and
+	// the checksum verdict fall back to the newest backup still present.
+	if lv := w.st.LastVerified; lv != nil && !live[lv.Key+"@"+lv.ETag] {
+		w.st.LastVerified = w.newestRecorded(func(r *Record) bool { return r.Status == StatusVerified })
+		changed = true
+		w.log.Warn("the newest verified backup was deleted from the source", "key", lv.Key)
+	}
+	if lr := w.st.LastResult; lr != nil && !live[lr.Key+"@"+lr.ETag] {
+		w.st.LastResult = w.newestRecorded(func(r *Record) bool { return r.Status == StatusVerified || r.Status == StatusFailed })
+		changed = true
+	}
+	w.present, w.oldest = len(backups), time.Time{}
+	if n := len(backups); n > 0 {
+		w.oldest = backups[n-1].LastModified
+		if rec, ok := w.st.Catalogue[backups[n-1].ID()]; ok && !rec.Created.IsZero() {
+			w.oldest = rec.Created
 		}
 	}
 	w.newest = nil
@@ -280,9 +348,32 @@ func (w *Watcher) Scan(ctx context.Context) {
 		err := w.save()
 		w.mu.Unlock()
 		if err != nil {
-			w.log.Error("save state failed", "file", w.file, "err", err)
+			w.saveFailed(err)
 		}
 	}
+}
+
+func (w *Watcher) saveFailed(err error) {
+	w.log.Error("save state failed", "file", w.file, "err", err)
+	if w.OnSaveError != nil {
+		w.OnSaveError()
+	}
+}
+
+// newestRecorded is the newest catalogued backup that keep accepts, as a
+// Result, or nil.
+func (w *Watcher) newestRecorded(keep func(*Record) bool) *Result {
+	var best *Record
+	for _, r := range w.st.Catalogue {
+		if keep(r) && (best == nil || r.Created.After(best.Created)) {
+			best = r
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return &Result{Key: best.Key, ETag: best.ETag, Size: best.Size, LastModified: best.LastModified,
+		Created: best.Created, OK: best.Status == StatusVerified, Reason: best.Reason}
 }
 
 // pending says whether a failure may only mean the backup is still being
@@ -301,7 +392,7 @@ func (w *Watcher) pending(b Backup, r Result) bool {
 
 func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 	w.log.Info("verifying backup", "key", b.Key, "size", b.Size, "checksum", b.ChecksumKind)
-	r, err := Verify(ctx, w.src, w.archive, b, w.now)
+	r, err := Verify(ctx, w.src, w.archive, b, w.target.ArchiveTZ, w.now)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
@@ -311,6 +402,23 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 		w.log.Info("backup not complete yet; will look again", "key", b.Key, "reason", r.Reason, "err", r.Error)
 		return
 	}
+	if r.Reason == ReasonDownloadError {
+		// Not a verdict on the backup: count it, keep the last real
+		// verdict, and read it again after a backoff.
+		w.failures[r.Reason]++
+		rs := w.retry[b.ID()]
+		if rs == nil {
+			rs = &retryState{}
+			w.retry[b.ID()] = rs
+		}
+		rs.attempts++
+		wait := retryWait(w.target.Poll, rs.attempts)
+		rs.next = w.now().Add(wait)
+		w.log.Warn("backup download failed; will try again", "key", b.Key, "attempts", rs.attempts,
+			"retry_in", wait.String(), "err", r.Error)
+		return
+	}
+	delete(w.retry, b.ID())
 	rec := &Record{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Created: r.Created}
 	if r.OK {
 		rec.Status = StatusVerified
@@ -320,8 +428,13 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 			w.st.LastVerified = &rr
 		}
 		if r.DatedInFuture {
-			w.log.Warn("backup is dated in the future; using the time it was seen", "key", b.Key,
-				"header_time", r.Archive.Created, "last_modified", r.LastModified)
+			zone := "UTC"
+			if w.target.ArchiveTZ != nil {
+				zone = w.target.ArchiveTZ.String()
+			}
+			w.log.Warn("the archive header's time is later than the backup's upload; using the upload time "+
+				"(is archive_timezone right?)", "key", b.Key, "header_time", r.Archive.Created,
+				"last_modified", r.LastModified, "archive_timezone", zone, "likely_offset", r.LikelyOffset(w.target.ArchiveTZ))
 		}
 		w.log.Info("backup verified", "key", b.Key, "sha256", r.SHA256, "created", r.Created,
 			"bytes", r.BytesRead, "seconds", float64(r.Duration))
@@ -349,7 +462,7 @@ func (w *Watcher) VerifyNewest(ctx context.Context) (Result, error) {
 	if len(backups) == 0 {
 		return Result{}, fmt.Errorf("no backups matching %q in %s", w.target.Glob, w.src)
 	}
-	return Verify(ctx, w.src, w.archive, backups[0], w.now)
+	return Verify(ctx, w.src, w.archive, backups[0], w.target.ArchiveTZ, w.now)
 }
 
 // Status returns a snapshot; Missed is computed against the clock now.
@@ -361,6 +474,7 @@ func (w *Watcher) Status() Status {
 		VerifiedTotal: w.verified, ScanLastOK: w.scanOK, ScanErrors: w.scanErrs, ScanLastError: w.scanErr,
 		Catalogued: len(w.st.Catalogue),
 		Failures:   make(map[Reason]uint64, len(w.failures)),
+		Since:      w.st.Since, Present: w.present, Oldest: w.oldest,
 	}
 	for k, v := range w.failures {
 		s.Failures[k] = v
@@ -368,6 +482,7 @@ func (w *Watcher) Status() Status {
 	if w.newest != nil {
 		n := *w.newest
 		s.Newest = &n
+		s.DownloadFailing = w.retry[n.Key+"@"+n.ETag] != nil
 	}
 	if w.st.LastResult != nil {
 		r := *w.st.LastResult
@@ -385,6 +500,22 @@ func (w *Watcher) Status() Status {
 		s.NextBackupDue, s.Missed = missed(w.sched, ref, w.target.BackupGrace, w.now())
 	}
 	return s
+}
+
+// BackupAge is how old a backup created at created is at at, never below 0:
+// the one definition of RPO, used by the metrics, the status page and the
+// drill reports.
+func BackupAge(created, at time.Time) time.Duration {
+	return max(0, at.Sub(created))
+}
+
+// RPO is the recovery point objective actually met at now: the age of the
+// newest verified backup still present; ok is false when there is none.
+func (s Status) RPO(now time.Time) (rpo time.Duration, ok bool) {
+	if s.LastVerified == nil {
+		return 0, false
+	}
+	return BackupAge(s.LastVerified.Created, now), true
 }
 
 // missed says whether a backup due by the schedule after ref has not appeared

@@ -1,0 +1,311 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// flakySource fails Open of the named keys while fail[key] > 0.
+type flakySource struct {
+	*memSource
+	fail map[string]int
+}
+
+func (f *flakySource) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	if f.fail[key] > 0 {
+		f.fail[key]--
+		f.memSource.opens++
+		return nil, errors.New("503 Service Unavailable")
+	}
+	return f.memSource.Open(ctx, key)
+}
+
+func newMem() *memSource {
+	return &memSource{objs: map[string][]byte{}, mod: map[string]time.Time{}, sums: map[string]string{}}
+}
+
+func (m *memSource) put(key string, body []byte, mod time.Time) {
+	m.objs[key], m.mod[key], m.sums[key] = body, mod, hexsum(body)
+}
+
+func sqlDumpAt(t time.Time) []byte {
+	return []byte(regexp.MustCompile(`Started on [0-9: -]+ UTC`).ReplaceAllString(plainDump,
+		"Started on "+t.UTC().Format("2006-01-02 15:04:05")+" UTC"))
+}
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func sqlTarget() Target {
+	return Target{Name: "t", Glob: "*.sql", Match: regexp.MustCompile(`^[^/]*\.sql$`), Checksum: "s3", Manifest: "CHECKSUM",
+		VerifyLast: 2, Poll: time.Minute, BackupGrace: time.Minute, RPO: time.Hour}
+}
+
+// TestDownloadErrorIsRetriedWithBackoff: a backup whose download fails is
+// not failed: it is read again after one poll, then two, four...; each
+// failure is counted; checksum_ok keeps the last real verdict; the newest
+// backup is flagged as failing to download until a read succeeds.
+func TestDownloadErrorIsRetriedWithBackoff(t *testing.T) {
+	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
+	clock := t0.Add(10 * time.Minute)
+	now := func() time.Time { return clock }
+	mem := newMem()
+	mem.put("a.sql", sqlDumpAt(t0), t0)
+	src := &flakySource{memSource: mem, fail: map[string]int{}}
+	w, err := NewWatcher(sqlTarget(), src, noArchive{t}, t.TempDir(), discard(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Scan(context.Background())
+	if st := w.Status(); st.LastResult == nil || !st.LastResult.OK {
+		t.Fatalf("a.sql: want verified, got %+v", st.LastResult)
+	}
+	// b.sql lands and S3 answers 503 to its first four reads.
+	mem.put("b.sql", sqlDumpAt(t0.Add(5*time.Minute)), t0.Add(5*time.Minute))
+	src.fail["b.sql"] = 4
+	// Scans every poll (1m): reads expected after 0, 1, 2 (+2), 4 (+4), 8 (+8)... polls.
+	wantReadAt := map[int]bool{0: true, 1: true, 3: true, 7: true, 15: true}
+	opens := mem.opens
+	for i := 0; i <= 16; i++ {
+		w.Scan(context.Background())
+		read := mem.opens > opens
+		opens = mem.opens
+		if read != wantReadAt[i] {
+			t.Errorf("poll %d: read b.sql = %v, want %v", i, read, wantReadAt[i])
+		}
+		st := w.Status()
+		if i < 15 {
+			if !st.DownloadFailing {
+				t.Errorf("poll %d: download_failing = 0 while b.sql's reads fail", i)
+			}
+			if st.LastResult == nil || !st.LastResult.OK || st.LastResult.Key != "a.sql" {
+				t.Errorf("poll %d: checksum_ok must keep a.sql's verdict, got %+v", i, st.LastResult)
+			}
+		}
+		clock = clock.Add(time.Minute)
+	}
+	st := w.Status()
+	if st.DownloadFailing || st.LastResult == nil || !st.LastResult.OK || st.LastResult.Key != "b.sql" {
+		t.Errorf("after the fifth read: download_failing %v, last result %+v; want 0 and b.sql verified", st.DownloadFailing, st.LastResult)
+	}
+	if got := st.Failures[ReasonDownloadError]; got != 4 {
+		t.Errorf("verify_failures_total{reason=download_error} = %d, want 4", got)
+	}
+	if got := retryWait(time.Minute, 100); got != time.Hour {
+		t.Errorf("backoff after 100 failures = %v, want the 1h cap", got)
+	}
+}
+
+// fakeScratch is a Scratch whose restores fail, block or pass on demand.
+type fakeScratch struct {
+	restoreErr error
+	block      chan struct{} // closed when a restore starts blocking; nil: no block
+}
+
+func (f *fakeScratch) Location() string { return "fake" }
+
+func (f *fakeScratch) Create(context.Context, string, ArchiveInfo) (ScratchDB, error) {
+	return &fakeDB{f: f}, nil
+}
+
+type fakeDB struct{ f *fakeScratch }
+
+func (d *fakeDB) Name() string          { return "bv_fake" }
+func (d *fakeDB) ServerVersion() string { return "15.0" }
+func (d *fakeDB) Restore(ctx context.Context, _ string, _ ArchiveInfo, _ RestoreOptions) (RestoreReport, error) {
+	if d.f.block != nil {
+		close(d.f.block)
+		<-ctx.Done()
+		return RestoreReport{}, ctx.Err()
+	}
+	return RestoreReport{Tool: "psql"}, d.f.restoreErr
+}
+func (d *fakeDB) Query(context.Context, string, time.Duration) (float64, bool, error) {
+	return 1, true, nil
+}
+func (d *fakeDB) Rows(context.Context, string, time.Duration) ([][]string, error) { return nil, nil }
+func (d *fakeDB) Close(context.Context) error                                     { return nil }
+
+// fakeChecker returns one check whose outcome is ok.
+type fakeChecker struct{ ok bool }
+
+func (c *fakeChecker) Run(context.Context, ScratchDB, DrillBackup, *DrillResult) []CheckResult {
+	v := 42.0
+	return []CheckResult{{Name: "rows", Kind: "count", OK: c.ok, Value: &v}}
+}
+
+func newTestDriller(t *testing.T, dir string, sc Scratch, ck Checker, now func() time.Time) *Driller {
+	mem := newMem()
+	t0 := now().Add(-time.Minute)
+	mem.put("a.sql", sqlDumpAt(t0), t0)
+	tg := sqlTarget()
+	tg.Drill = DrillSpec{Timeout: time.Minute, Jobs: 1}
+	return NewDriller(tg, mem, noArchive{t}, sc, ck, dir, discard(), now)
+}
+
+// TestCheckOKComesFromTheLastDrillThatRanChecks: drill A passes, B fails a
+// check, C fails in restore: the checks of record are B's, across a restart.
+func TestCheckOKComesFromTheLastDrillThatRanChecks(t *testing.T) {
+	now := func() time.Time { return time.Date(2025, 12, 29, 3, 0, 0, 0, time.UTC) }
+	dir := t.TempDir()
+	sc, ck := &fakeScratch{}, &fakeChecker{ok: true}
+	d := newTestDriller(t, dir, sc, ck, now)
+	if r := d.Run(context.Background(), TriggerSchedule); !r.OK {
+		t.Fatalf("drill A: %s", r.Error)
+	}
+	ck.ok = false
+	if r := d.Run(context.Background(), TriggerSchedule); r.OK || r.FailedPhase != PhaseChecks {
+		t.Fatalf("drill B: want a checks failure, got ok=%v phase %s", r.OK, r.FailedPhase)
+	}
+	sc.restoreErr = errors.New("pg_restore: boom")
+	if r := d.Run(context.Background(), TriggerSchedule); r.FailedPhase != PhaseRestore {
+		t.Fatalf("drill C: want a restore failure, got phase %q", r.FailedPhase)
+	}
+	for name, dr := range map[string]*Driller{"running": d, "after a restart": newTestDriller(t, dir, sc, ck, now)} {
+		lc := dr.Status().LastChecked
+		if lc == nil || len(lc.Checks) != 1 || lc.Checks[0].OK {
+			t.Errorf("%s: the checks of record must be B's (failed), got %+v", name, lc)
+		}
+	}
+}
+
+// TestCancelledDrillIsNoVerdict: a drill cancelled from outside (shutdown)
+// is counted as aborted; the last drill, its success and failures stay.
+func TestCancelledDrillIsNoVerdict(t *testing.T) {
+	now := func() time.Time { return time.Date(2025, 12, 29, 3, 0, 0, 0, time.UTC) }
+	dir := t.TempDir()
+	sc := &fakeScratch{}
+	d := newTestDriller(t, dir, sc, &fakeChecker{ok: true}, now)
+	if r := d.Run(context.Background(), TriggerSchedule); !r.OK {
+		t.Fatalf("first drill: %s", r.Error)
+	}
+	sc.block = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-sc.block; cancel() }()
+	r := d.Run(ctx, TriggerSchedule)
+	if !r.Aborted {
+		t.Fatalf("cancelled drill: aborted = false (ok=%v phase %s)", r.OK, r.FailedPhase)
+	}
+	st := d.Status()
+	if st.Aborted != 1 || st.Total != 1 || st.Last == nil || !st.Last.OK || st.Failures[PhaseRestore] != 0 {
+		t.Errorf("after a cancelled drill: aborted %d, total %d, last ok %v, restore failures %d; want 1, 1, true, 0",
+			st.Aborted, st.Total, st.Last != nil && st.Last.OK, st.Failures[PhaseRestore])
+	}
+	// A drill that times out is a verdict, unlike one cancelled.
+	sc.block = make(chan struct{})
+	d.target.Drill.Timeout = 50 * time.Millisecond
+	if r := d.Run(context.Background(), TriggerSchedule); r.Aborted || r.FailedPhase != PhaseRestore {
+		t.Errorf("timed-out drill: aborted %v, phase %q; want a restore failure", r.Aborted, r.FailedPhase)
+	}
+}
+
+// okArchive accepts every custom archive.
+type okArchive struct{}
+
+func (okArchive) ReadArchive(_ context.Context, r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// customHeader is the start of a pg_dump custom archive (archive version
+// 1.14) whose header holds the zone-less local time tm.
+func customHeader(tm time.Time) []byte {
+	b := []byte{'P', 'G', 'D', 'M', 'P', 1, 14, 0, 4, 8, 1}
+	putInt := func(v int) { b = append(b, 0, byte(v), byte(v>>8), byte(v>>16), byte(v>>24)) }
+	putStr := func(s string) { putInt(len(s)); b = append(b, s...) }
+	putInt(-1) // compression
+	for _, v := range []int{tm.Second(), tm.Minute(), tm.Hour(), tm.Day(), int(tm.Month()) - 1, tm.Year() - 1900, 0} {
+		putInt(v)
+	}
+	putStr("crm")
+	putStr("15.18")
+	putStr("15.18")
+	return append(b, make([]byte, 64)...)
+}
+
+// TestArchiveTimezone: a custom header's zone-less time is read in
+// archive_timezone; a header time after the upload never makes the RPO look
+// better, and the warning names the likely offset.
+func TestArchiveTimezone(t *testing.T) {
+	upload := time.Date(2025, 12, 29, 8, 5, 0, 0, time.UTC)
+	ny, _ := time.LoadLocation("America/New_York")
+	tests := []struct {
+		name        string
+		header      time.Time // wall clock written by pg_dump
+		tz          *time.Location
+		wantCreated time.Time
+		wantOffset  string
+	}{
+		{"New York host, archive_timezone set", time.Date(2025, 12, 29, 3, 0, 0, 0, time.UTC), ny, time.Date(2025, 12, 29, 8, 0, 0, 0, time.UTC), ""},
+		{"UTC host", time.Date(2025, 12, 29, 8, 0, 0, 0, time.UTC), nil, time.Date(2025, 12, 29, 8, 0, 0, 0, time.UTC), ""},
+		{"Berlin host read as UTC", time.Date(2025, 12, 29, 9, 0, 0, 0, time.UTC), nil, upload, "UTC+01:00"},
+		{"header 2 minutes after the upload", time.Date(2025, 12, 29, 8, 7, 0, 0, time.UTC), nil, upload, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := customHeader(tt.header)
+			mem := newMem()
+			mem.put("db.dump", body, upload)
+			tg := Target{Name: "t", Glob: "*.dump", Match: regexp.MustCompile(`^[^/]*\.dump$`), Checksum: "s3",
+				VerifyLast: 1, Poll: time.Minute, BackupGrace: time.Minute, RPO: time.Hour, ArchiveTZ: tt.tz}
+			var logs strings.Builder
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			w, err := NewWatcher(tg, mem, okArchive{}, t.TempDir(), log, func() time.Time { return upload.Add(time.Hour) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Scan(context.Background())
+			st := w.Status()
+			if st.LastVerified == nil {
+				t.Fatalf("not verified: %+v", st.LastResult)
+			}
+			if got := st.LastVerified.Created; !got.Equal(tt.wantCreated) {
+				t.Errorf("backup time %v, want %v", got, tt.wantCreated)
+			}
+			if tt.wantOffset != "" && !strings.Contains(logs.String(), "likely_offset="+tt.wantOffset) {
+				t.Errorf("no warning naming offset %s in:\n%s", tt.wantOffset, logs.String())
+			}
+		})
+	}
+}
+
+// TestDeletedBackupsDoNotCount: when the newest verified backup is deleted,
+// the verified time and the verdict describe the newest backup still there.
+func TestDeletedBackupsDoNotCount(t *testing.T) {
+	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
+	clock := t0.Add(time.Hour)
+	now := func() time.Time { return clock }
+	mem := newMem()
+	mem.put("a.sql", sqlDumpAt(t0), t0)
+	mem.put("b.sql", sqlDumpAt(t0.Add(30*time.Minute)), t0.Add(30*time.Minute))
+	w, err := NewWatcher(sqlTarget(), mem, noArchive{t}, t.TempDir(), discard(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Scan(context.Background())
+	if st := w.Status(); st.LastVerified == nil || !st.LastVerified.Created.Equal(t0.Add(30*time.Minute)) {
+		t.Fatalf("b.sql not the newest verified: %+v", st.LastVerified)
+	}
+	delete(mem.objs, "b.sql")
+	w.Scan(context.Background())
+	st := w.Status()
+	if st.LastVerified == nil || !st.LastVerified.Created.Equal(t0) {
+		t.Errorf("after deleting b.sql the newest verified backup is %+v, want a.sql (%v)", st.LastVerified, t0)
+	}
+	if st.LastResult == nil || st.LastResult.Key != "a.sql" || !st.LastResult.OK {
+		t.Errorf("after deleting b.sql the verdict is of %+v, want a.sql's", st.LastResult)
+	}
+	if rpo, ok := st.RPO(clock); !ok || rpo != time.Hour {
+		t.Errorf("rpo = %v (%v), want 1h from a.sql", rpo, ok)
+	}
+	delete(mem.objs, "a.sql")
+	w.Scan(context.Background())
+	if st := w.Status(); st.LastVerified != nil || st.LastResult != nil {
+		t.Errorf("with no backups left: verified %+v, verdict %+v; want none", st.LastVerified, st.LastResult)
+	}
+}
