@@ -42,9 +42,12 @@ func (d Duration) String() string { return model.Duration(d).String() }
 
 // Config is the whole file.
 type Config struct {
-	Listen   string        `yaml:"listen"`
-	StateDir string        `yaml:"state_dir"`
-	PGBinDir string        `yaml:"pg_bin_dir"`
+	Listen   string `yaml:"listen"`
+	StateDir string `yaml:"state_dir"`
+	PGBinDir string `yaml:"pg_bin_dir"`
+	// Timezone is the IANA zone cron schedules are read in; "" is the
+	// host's local zone, as cron does.
+	Timezone string        `yaml:"timezone"`
 	Drills   DrillsConfig  `yaml:"drills"`
 	Reports  ReportsConfig `yaml:"reports"`
 	HTTP     HTTPConfig    `yaml:"http"`
@@ -83,21 +86,50 @@ type S3Config struct {
 	ReadTimeout Duration `yaml:"read_timeout"`
 }
 
+// LoadLocation returns the IANA zone name names ("" is UTC), with an error
+// that says what a valid name looks like.
+func LoadLocation(name string) (*time.Location, error) {
+	if name == "" {
+		return time.UTC, nil
+	}
+	if name == "Local" || strings.HasPrefix(name, "/") || strings.Contains(name, "..") {
+		return nil, fmt.Errorf("%q is not an IANA time zone name such as UTC or Europe/Berlin", name)
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not an IANA time zone name such as UTC or Europe/Berlin", name)
+	}
+	return loc, nil
+}
+
+// ScheduleSpec returns a cron spec to be read in the configured timezone:
+// prefixed with CRON_TZ unless it names its own zone, unchanged without a
+// timezone (cron's default, the host's local zone).
+func (c *Config) ScheduleSpec(spec string) string {
+	if c.Timezone == "" || strings.HasPrefix(spec, "CRON_TZ=") || strings.HasPrefix(spec, "TZ=") {
+		return spec
+	}
+	return "CRON_TZ=" + c.Timezone + " " + spec
+}
+
 // Target is one database whose backups are watched and drilled.
 type Target struct {
-	Name           string      `yaml:"name"`
-	Source         string      `yaml:"source"`
-	Match          string      `yaml:"match"`
-	Checksum       string      `yaml:"checksum"`
-	Manifest       string      `yaml:"manifest"`
-	BackupSchedule string      `yaml:"backup_schedule"`
-	BackupGrace    Duration    `yaml:"backup_grace"`
-	Poll           Duration    `yaml:"poll"`
-	VerifyLast     int         `yaml:"verify_last"`
-	RPO            Duration    `yaml:"rpo"`
-	RTO            Duration    `yaml:"rto"`
-	Drill          DrillConfig `yaml:"drill"`
-	Checks         []Check     `yaml:"checks"`
+	Name     string `yaml:"name"`
+	Source   string `yaml:"source"`
+	Match    string `yaml:"match"`
+	Checksum string `yaml:"checksum"`
+	Manifest string `yaml:"manifest"`
+	// ArchiveTimezone is the IANA zone of the host that runs pg_dump: a
+	// custom-format header stores its local time without a zone.
+	ArchiveTimezone string      `yaml:"archive_timezone"`
+	BackupSchedule  string      `yaml:"backup_schedule"`
+	BackupGrace     Duration    `yaml:"backup_grace"`
+	Poll            Duration    `yaml:"poll"`
+	VerifyLast      int         `yaml:"verify_last"`
+	RPO             Duration    `yaml:"rpo"`
+	RTO             Duration    `yaml:"rto"`
+	Drill           DrillConfig `yaml:"drill"`
+	Checks          []Check     `yaml:"checks"`
 }
 
 // DrillConfig holds a target's restore drill settings.
@@ -258,6 +290,11 @@ func (c *Config) validate(p *problems) {
 	if c.StateDir == "" {
 		p.add("state_dir", "must not be empty")
 	}
+	if c.Timezone != "" {
+		if _, err := LoadLocation(c.Timezone); err != nil {
+			p.add("timezone", "%v", err)
+		}
+	}
 	if c.Drills.MaxConcurrent < 1 {
 		p.add("drills.max_concurrent", "must be at least 1")
 	}
@@ -342,6 +379,9 @@ func (t *Target) validate(p *problems, path string) {
 	}
 	if t.Manifest == "" || strings.Contains(t.Manifest, "/") {
 		p.add(path+".manifest", "must be a file name without /")
+	}
+	if _, err := LoadLocation(t.ArchiveTimezone); err != nil {
+		p.add(path+".archive_timezone", "%v", err)
 	}
 	if t.BackupSchedule != "" {
 		if _, err := cron.ParseStandard(t.BackupSchedule); err != nil {

@@ -25,10 +25,15 @@ import (
 	"github.com/backupverify/backupverify/verifier/pgscratch"
 )
 
-// DrillAndReport runs one drill and writes its report, even when the drill
-// was cancelled: a failed drill is evidence too.
+// DrillAndReport runs one drill and writes its report: a failed drill is
+// evidence too. A drill cancelled from outside (shutdown) is no verdict and
+// gets no report.
 func DrillAndReport(ctx context.Context, d *verifier.Driller, st *report.Store, trigger string, log *slog.Logger) (verifier.DrillResult, report.Paths, []byte) {
 	r := d.Run(ctx, trigger)
+	if r.Aborted {
+		log.Info("no report for an aborted drill", "target", r.Target)
+		return r, report.Paths{}, nil
+	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	p, md, err := st.Write(wctx, r)
@@ -221,6 +226,7 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	reports.OnError = func(op string) { d.reg.ReportErrors.WithLabelValues(op).Inc() }
 	// Build every new watcher before touching the running ones, so that a
 	// failure leaves the old set untouched.
 	fresh := map[string]*targetParts{}
@@ -260,10 +266,18 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 		if p == nil {
 			continue
 		}
-		if err := d.sched.Set(t.Name, t.Drill.Schedule, func(ctx context.Context, trigger string) {
+		if err := d.sched.Set(t.Name, c.ScheduleSpec(t.Drill.Schedule), func(ctx context.Context, trigger string) {
 			DrillAndReport(ctx, p.d, d.Reports(), trigger, d.log)
 		}); err != nil {
 			return fmt.Errorf("target %s: drill.schedule: %w", t.Name, err)
+		}
+		p.w.OnSaveError = d.reg.StateWriteErrors.Inc
+		p.d.OnSaveError = d.reg.StateWriteErrors.Inc
+		if last := p.d.Status().Last; catchUpDue(last, p.w.Status().Since, d.sched.Interval(t.Name), d.opt.Now()) {
+			d.log.Info("the last drill is older than the drill interval; drilling now", "target", t.Name)
+			if err := d.sched.RunNow(t.Name, verifier.TriggerCatchUp); err != nil {
+				d.log.Warn("catch-up drill not started", "target", t.Name, "err", err)
+			}
 		}
 		w := p.w
 		tctx, cancel := context.WithCancel(ctx)
@@ -283,6 +297,20 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	}
 	d.cfg, d.reports = c, reports
 	return nil
+}
+
+// catchUpDue says whether a drill is owed at start, as anacron would run a
+// job: the last drill started longer than one interval ago, or, without
+// any drill, the target has been watched longer than one interval.
+func catchUpDue(last *verifier.DrillResult, since time.Time, interval time.Duration, now time.Time) bool {
+	if interval <= 0 {
+		return false
+	}
+	ref := since
+	if last != nil {
+		ref = last.Started
+	}
+	return !ref.IsZero() && now.Sub(ref) >= interval
 }
 
 // Reports returns where drill reports are kept; nil before Run.

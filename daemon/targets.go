@@ -86,7 +86,7 @@ func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgsc
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
-	vt, err := domainTarget(t)
+	vt, err := domainTarget(c, t)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
@@ -111,14 +111,22 @@ func newScratch(c *config.Config, t config.Target, bins pgscratch.Bins, instance
 
 // domainTarget is the one conversion of a configured target into the
 // domain's Target.
-func domainTarget(t config.Target) (verifier.Target, error) {
+func domainTarget(c *config.Config, t config.Target) (verifier.Target, error) {
 	match, err := config.CompileGlob(t.Match)
 	if err != nil {
 		return verifier.Target{}, err
 	}
+	tz, err := config.LoadLocation(t.ArchiveTimezone)
+	if err != nil {
+		return verifier.Target{}, err
+	}
+	schedule := t.BackupSchedule
+	if schedule != "" {
+		schedule = c.ScheduleSpec(schedule)
+	}
 	vt := verifier.Target{
 		Name: t.Name, Glob: t.Match, Match: match, Checksum: t.Checksum, Manifest: t.Manifest,
-		BackupSchedule: t.BackupSchedule, BackupGrace: t.BackupGrace.D(), Poll: t.Poll.D(), VerifyLast: t.VerifyLast,
+		ArchiveTZ: tz, BackupSchedule: schedule, BackupGrace: t.BackupGrace.D(), Poll: t.Poll.D(), VerifyLast: t.VerifyLast,
 		RPO: t.RPO.D(), RTO: t.RTO.D(),
 		Drill: verifier.DrillSpec{Timeout: t.Drill.Timeout.D(), Jobs: t.Drill.Jobs, AllowErrors: t.Drill.AllowErrors},
 	}

@@ -13,12 +13,14 @@ import (
 // configuration cannot be dropped on its way into the domain unnoticed.
 func TestDomainTargetConvertsEveryField(t *testing.T) {
 	c, err := config.Parse([]byte(`state_dir: /tmp/x
+timezone: Europe/Berlin
 targets:
   - name: crm
     source: file:///tmp/b/
     match: "**/*.dump"
     checksum: sidecar
     manifest: SUMS
+    archive_timezone: America/New_York
     backup_schedule: "0 2 * * *"
     backup_grace: 5m
     poll: 2m
@@ -36,7 +38,7 @@ targets:
 	if err != nil {
 		t.Fatal(err)
 	}
-	vt, err := domainTarget(c.Targets[0])
+	vt, err := domainTarget(c, c.Targets[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,5 +66,11 @@ targets:
 	}
 	if got, want := vt.Checks[1].MaxLag.String(), "1h0m0s"; got != want {
 		t.Errorf("max_lag %s, want %s", got, want)
+	}
+	if got, want := vt.BackupSchedule, "CRON_TZ=Europe/Berlin 0 2 * * *"; got != want {
+		t.Errorf("backup_schedule %q, want %q (read in the top-level timezone)", got, want)
+	}
+	if got := vt.ArchiveTZ.String(); got != "America/New_York" {
+		t.Errorf("archive_timezone %s, want America/New_York", got)
 	}
 }

@@ -21,7 +21,8 @@ type Snapshotter interface {
 }
 
 // names lists every backupverify_* metric, in the order declared.
-var names = []string{ns + "_build_info", ns + "_config_last_reload_successful", ns + "_config_last_reload_success_timestamp_seconds"}
+var names = []string{ns + "_build_info", ns + "_config_last_reload_successful", ns + "_config_last_reload_success_timestamp_seconds",
+	ns + "_state_write_errors_total", ns + "_report_errors_total"}
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	names = append(names, ns+"_"+name)
@@ -32,14 +33,19 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 func Names() []string { return append([]string(nil), names...) }
 
 var (
+	watchStart     = desc("watch_start_timestamp_seconds", "When this daemon first watched the target (persisted across restarts).")
 	backupLast     = desc("backup_last_timestamp_seconds", "Creation time of the newest backup seen (Unix seconds; 0: never).")
-	backupVerified = desc("backup_verified_timestamp_seconds", "Creation time of the newest backup that passed verification (0: never).")
-	rpo            = desc("rpo_seconds", "Now minus the creation time of the newest verified backup: the RPO you have right now.")
+	backupVerified = desc("backup_verified_timestamp_seconds", "Creation time of the newest backup still present that passed verification (0: never).")
+	rpo            = desc("rpo_seconds", "Now minus the creation time of the newest verified backup still present: the RPO you have right now.")
 	rpoTarget      = desc("rpo_target_seconds", "The target's rpo objective from config.")
-	backupSize     = desc("backup_size_bytes", "Size of the newest backup.")
-	checksumOK     = desc("backup_checksum_ok", "1 if the newest backup whose verification finished passed, else 0; absent until one finishes.")
+	backupSize     = desc("backup_size_bytes", "Size of the newest backup; absent until a backup is seen.")
+	backupInfo     = desc("backup_info", "1, labelled with what the newest verified-or-failed backup's header says.", "format", "database", "pg_dump_version")
+	backupsPresent = desc("backups_present", "Backups in the last listing of the source.")
+	backupOldest   = desc("backup_oldest_timestamp_seconds", "Creation time of the oldest backup in the last listing; absent when there is none.")
+	checksumOK     = desc("backup_checksum_ok", "1 if the newest backup whose verification gave a verdict passed, else 0; absent until one does. Download errors are no verdict.")
+	downloadFail   = desc("backup_download_failing", "1 while the newest backup is unverified because its last download failed; it is retried with backoff.")
 	verifiedTotal  = desc("backups_verified_total", "Backups that passed verification.")
-	verifyFailures = desc("backup_verify_failures_total", "Backups that failed verification, by reason.", "reason")
+	verifyFailures = desc("backup_verify_failures_total", "Failed verifications by reason (download_error counts each failed attempt).", "reason")
 	backupMissed   = desc("backup_missed", "1 while a backup due by backup_schedule plus backup_grace has not appeared.")
 	scanLastOK     = desc("scan_last_success_timestamp_seconds", "Last successful listing of the source (0: never).")
 	scanErrors     = desc("scan_errors_total", "Failed listings of the source.")
@@ -47,23 +53,26 @@ var (
 	drillLastRun     = desc("drill_last_run_timestamp_seconds", "End of the last drill, pass or fail (0: never).")
 	drillLastSuccess = desc("drill_last_success_timestamp_seconds", "End of the last passing drill (0: never).")
 	drillSuccess     = desc("drill_success", "1 if the last drill passed, else 0; absent until the first drill.")
-	drillsTotal      = desc("drills_total", "Drills run.")
+	drillFailPhase   = desc("drill_last_failure_phase", "1 for the phase the last drill failed in, 0 for the others; all 0 when it passed; absent before the first drill.", "phase")
+	drillsTotal      = desc("drills_total", "Drills run (aborted ones excluded).")
+	drillsAborted    = desc("drills_aborted_total", "Drills cancelled before they finished (shutdown): no verdict, no report.")
 	drillFailures    = desc("drill_failures_total", "Drills failed, by the phase that failed.", "phase")
-	rto              = desc("rto_seconds", "Wall time of the last passing drill, download start to checks passed: the measured RTO.")
+	rto              = desc("rto_seconds", "Wall time of the last passing drill, download start to checks passed: the measured RTO; absent until a drill passes.")
 	rtoTarget        = desc("rto_target_seconds", "The target's rto objective from config.")
-	drillPhase       = desc("drill_phase_seconds", "The last drill's time per phase (0 for phases it did not reach).", "phase")
+	drillPhase       = desc("drill_phase_seconds", "The last drill's time per phase it reached; absent for phases it did not reach.", "phase")
 	drillBackup      = desc("drill_backup_timestamp_seconds", "Creation time of the backup the last passing drill restored (0: never).")
 	drillInterval    = desc("drill_interval_seconds", "Time between two scheduled drills.")
 	drillInProgress  = desc("drill_in_progress", "1 while a drill runs or waits for a slot.")
 	nextDrill        = desc("next_drill_timestamp_seconds", "Time of the next scheduled drill.")
 	checkOK          = desc("check_ok", "1 if the integrity check passed in the last drill that ran checks, else 0.", "check")
-	checkValue       = desc("check_value", "The number the integrity check measured (rows, orphans, seconds of lag).", "check")
+	checkValue       = desc("check_value", "The dimensionless number the integrity check measured (rows, orphans, violations, a sql result).", "check")
+	checkLag         = desc("check_lag_seconds", "A freshness check's lag: the backup's time minus the newest row's, at least 0.", "check")
 )
 
-var allDescs = []*prometheus.Desc{backupLast, backupVerified, rpo, rpoTarget, backupSize, checksumOK,
-	verifiedTotal, verifyFailures, backupMissed, scanLastOK, scanErrors,
-	drillLastRun, drillLastSuccess, drillSuccess, drillsTotal, drillFailures, rto, rtoTarget, drillPhase,
-	drillBackup, drillInterval, drillInProgress, nextDrill, checkOK, checkValue}
+var allDescs = []*prometheus.Desc{watchStart, backupLast, backupVerified, rpo, rpoTarget, backupSize, backupInfo,
+	backupsPresent, backupOldest, checksumOK, downloadFail, verifiedTotal, verifyFailures, backupMissed, scanLastOK, scanErrors,
+	drillLastRun, drillLastSuccess, drillSuccess, drillFailPhase, drillsTotal, drillsAborted, drillFailures, rto, rtoTarget,
+	drillPhase, drillBackup, drillInterval, drillInProgress, nextDrill, checkOK, checkValue, checkLag}
 
 // Collector builds the per-target series from snapshots at scrape time.
 type Collector struct {
@@ -108,24 +117,38 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range c.snap.Statuses() {
 		t := s.Target
-		var newest, size float64
-		if s.Newest != nil {
-			newest, size = unix(s.Newest.Created), float64(s.Newest.Size)
-		}
 		var verified time.Time
 		if s.LastVerified != nil {
 			verified = s.LastVerified.Created
 		}
-		gauge(backupLast, newest, t)
+		gauge(watchStart, unix(s.Since), t)
+		if s.Newest != nil {
+			gauge(backupLast, unix(s.Newest.Created), t)
+			gauge(backupSize, float64(s.Newest.Size), t)
+		} else {
+			gauge(backupLast, 0, t)
+		}
 		gauge(backupVerified, unix(verified), t)
-		gauge(rpo, max(0, float64(now.UnixNano())/1e9-unix(verified)), t)
+		// Never verified: the age of the epoch, so that rpo > rpo_target.
+		rpoSecs := float64(now.UnixNano()) / 1e9
+		if d, ok := s.RPO(now); ok {
+			rpoSecs = d.Seconds()
+		}
+		gauge(rpo, rpoSecs, t)
 		gauge(rpoTarget, s.RPOTarget.Seconds(), t)
-		gauge(backupSize, size, t)
-		// Unknown until a verification finishes: a fresh install or an empty
-		// bucket is not a failed checksum (RPO says what is wrong there).
+		gauge(backupsPresent, float64(s.Present), t)
+		if !s.Oldest.IsZero() {
+			gauge(backupOldest, unix(s.Oldest), t)
+		}
+		// Unknown until a verification gives a verdict: a fresh install or
+		// an empty bucket is not a failed checksum (RPO says what is wrong there).
 		if s.LastResult != nil {
 			gauge(checksumOK, b2f(s.LastResult.OK), t)
+			if a := s.LastResult.Archive; a.Format != "" {
+				gauge(backupInfo, 1, t, a.Format, a.Database, a.DumpVersion)
+			}
 		}
+		gauge(downloadFail, b2f(s.DownloadFailing), t)
 		counter(verifiedTotal, float64(s.VerifiedTotal), t)
 		for _, r := range verifier.Reasons {
 			counter(verifyFailures, float64(s.Failures[r]), t, string(r))
@@ -139,12 +162,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 func collectDrill(s verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
 	t, dr := s.Target, s.Drill
-	var lastRun, lastOK, rtoSecs, backupTS float64
+	var lastRun, lastOK, backupTS float64
 	if dr.Last != nil {
 		lastRun = unix(dr.Last.Ended)
 	}
 	if dr.LastOK != nil {
-		lastOK, rtoSecs, backupTS = unix(dr.LastOK.Ended), float64(dr.LastOK.RTOSeconds), unix(dr.LastOK.Backup.Created)
+		lastOK, backupTS = unix(dr.LastOK.Ended), unix(dr.LastOK.Backup.Created)
+		gauge(rto, float64(dr.LastOK.RTOSeconds), t)
 	}
 	gauge(drillLastRun, lastRun, t)
 	gauge(drillLastSuccess, lastOK, t)
@@ -152,39 +176,35 @@ func collectDrill(s verifier.Status, gauge, counter func(*prometheus.Desc, float
 		gauge(drillSuccess, b2f(dr.Last.OK), t)
 	}
 	counter(drillsTotal, float64(dr.Total), t)
+	counter(drillsAborted, float64(dr.Aborted), t)
 	for _, p := range verifier.Phases {
 		counter(drillFailures, float64(dr.Failures[p]), t, string(p))
-		var secs float64
-		if dr.Last != nil {
-			if ph := dr.Last.Phase(p); ph != nil {
-				secs = float64(ph.Seconds)
-			}
+		if dr.Last == nil {
+			continue
 		}
-		gauge(drillPhase, secs, t, string(p))
+		gauge(drillFailPhase, b2f(!dr.Last.OK && dr.Last.FailedPhase == p), t, string(p))
+		if ph := dr.Last.Phase(p); ph != nil {
+			gauge(drillPhase, float64(ph.Seconds), t, string(p))
+		}
 	}
-	gauge(rto, rtoSecs, t)
 	gauge(rtoTarget, s.RTOTarget.Seconds(), t)
 	gauge(drillBackup, backupTS, t)
 	gauge(drillInterval, s.DrillInterval.Seconds(), t)
 	gauge(drillInProgress, b2f(dr.InProgress), t)
 	gauge(nextDrill, unix(s.NextDrill), t)
-	if last := lastWithChecks(dr); last != nil {
+	if last := dr.LastChecked; last != nil {
 		for _, c := range last.Checks {
 			gauge(checkOK, b2f(c.OK), t, c.Name)
-			if c.Value != nil {
+			if c.Value == nil {
+				continue
+			}
+			if c.Kind == verifier.CheckFreshness {
+				gauge(checkLag, *c.Value, t, c.Name)
+			} else {
 				gauge(checkValue, *c.Value, t, c.Name)
 			}
 		}
 	}
-}
-
-// lastWithChecks is the last drill that reached its checks: a drill that
-// failed before them says nothing new about the data.
-func lastWithChecks(dr verifier.DrillStatus) *verifier.DrillResult {
-	if dr.Last != nil && dr.Last.Phase(verifier.PhaseChecks) != nil {
-		return dr.Last
-	}
-	return dr.LastOK
 }
 
 // BuildInfo says which build is running.
@@ -193,12 +213,23 @@ type BuildInfo struct {
 	Revision string
 }
 
-// Registry is the daemon's private registry with its daemon-wide gauges.
+// Registry is the daemon's private registry with its daemon-wide series.
 type Registry struct {
 	*prometheus.Registry
 	ReloadOK      prometheus.Gauge
 	ReloadSuccess prometheus.Gauge
+	// StateWriteErrors counts failed writes of a state file.
+	StateWriteErrors prometheus.Counter
+	// ReportErrors counts drill reports not written (op "write") or not
+	// copied to reports.upload (op "upload").
+	ReportErrors *prometheus.CounterVec
 }
+
+// Report error ops, the values of report_errors_total's op label.
+const (
+	OpWrite  = "write"
+	OpUpload = "upload"
+)
 
 // NewRegistry registers the target collector, build_info, the config reload
 // gauges and the standard Go and process collectors on a private registry.
@@ -209,12 +240,19 @@ func NewRegistry(snap Snapshotter, now func() time.Time, bi BuildInfo) *Registry
 			Name: "config_last_reload_successful", Help: "1 if the last configuration load succeeded."}),
 		ReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns,
 			Name: "config_last_reload_success_timestamp_seconds", Help: "Time of the last successful configuration load."}),
+		StateWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns,
+			Name: "state_write_errors_total", Help: "Failed writes of a state file below state_dir."}),
+		ReportErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
+			Name: "report_errors_total", Help: "Drill reports not written (op=write) or not uploaded (op=upload)."}, []string{"op"}),
+	}
+	for _, op := range []string{OpWrite, OpUpload} {
+		r.ReportErrors.WithLabelValues(op) // exist at 0 from the start
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
 		Help: "A metric with a constant 1, labelled by version, revision and Go version."},
 		[]string{"version", "revision", "goversion"})
 	build.WithLabelValues(bi.Version, bi.Revision, runtime.Version()).Set(1)
-	r.MustRegister(NewCollector(snap, now), build, r.ReloadOK, r.ReloadSuccess,
+	r.MustRegister(NewCollector(snap, now), build, r.ReloadOK, r.ReloadSuccess, r.StateWriteErrors, r.ReportErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }

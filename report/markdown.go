@@ -23,11 +23,22 @@ func Markdown(rep Report) []byte {
 	w("| Drill started | %s |\n", utc(r.Started))
 	w("| Drill ended | %s |\n", utc(r.Ended))
 	w("| Trigger | %s |\n", esc(r.Trigger))
-	w("| Performed by | backupverify (automated) |\n\n")
+	w("| Performed by | backupverify (%s) |\n\n", performedBy(r.Trigger))
 
 	w("## 1. Outcome: %s\n\n", passFail(o.Pass))
-	if !r.OK {
+	switch {
+	case !r.OK:
 		w("The drill failed in the **%s** phase: %s\n\n", r.FailedPhase, esc(firstLine(r.Error)))
+	case !o.Pass:
+		var missed []string
+		if !o.RTOPass {
+			missed = append(missed, "RTO")
+		}
+		if !o.RPOPass {
+			missed = append(missed, "RPO")
+		}
+		w("The backup was restored and checked, but the drill missed its %s objective: the outcome is PASS only when every row below passes.\n\n",
+			strings.Join(missed, " and "))
 	}
 	w("| Metric | Target | Actual | Status |\n|--------|--------|--------|--------|\n")
 	rtoActual := dur(o.RTOActual)
@@ -151,7 +162,7 @@ func Markdown(rep Report) []byte {
 	for _, e := range r.Restore.IgnoredErrors {
 		probs = append(probs, "restore error accepted by drill.allow_errors: "+esc(e))
 	}
-	if o.Pass && !o.RTOPass {
+	if r.OK && !o.RTOPass {
 		probs = append(probs, fmt.Sprintf("the drill took %s, over the RTO objective of %s", dur(o.RTOActual), dur(o.RTOTarget)))
 	}
 	if !bk.Created.IsZero() && !o.RPOPass {
@@ -176,6 +187,21 @@ func Markdown(rep Report) []byte {
 	}
 	w("| Verify the chain | `backupverify reports verify --config FILE --target %s` |\n", esc(r.Target))
 	return []byte(b.String())
+}
+
+// performedBy names what started the drill.
+func performedBy(trigger string) string {
+	switch trigger {
+	case verifier.TriggerSchedule:
+		return "schedule"
+	case verifier.TriggerCatchUp:
+		return "catch-up at start: the last drill was older than the drill interval"
+	case verifier.TriggerAPI:
+		return "manual trigger via API"
+	case verifier.TriggerCLI, "manual":
+		return "cli"
+	}
+	return "trigger " + esc(trigger)
 }
 
 func action(p verifier.Phase, r verifier.DrillResult) string {

@@ -41,9 +41,12 @@ type Report struct {
 	Drill          verifier.DrillResult `json:"drill"`
 }
 
-// Outcome is the report's outcome table.
+// Outcome is the report's outcome table. Pass is the outcome line: PASS
+// only when every row of the table passes (the drill, RTO, RPO and data
+// integrity); DrillOK says whether the restore drill itself passed.
 type Outcome struct {
 	Pass          bool    `json:"pass"`
+	DrillOK       bool    `json:"drill_ok"`
 	RTOTarget     float64 `json:"rto_target_seconds"`
 	RTOActual     float64 `json:"rto_actual_seconds"` // drill time, pass or fail
 	RTOPass       bool    `json:"rto_pass"`
@@ -57,11 +60,11 @@ type Outcome struct {
 
 // outcome derives the outcome table from a drill.
 func outcome(r verifier.DrillResult) Outcome {
-	o := Outcome{Pass: r.OK, RTOTarget: float64(r.RTOTarget), RPOTarget: float64(r.RPOTarget)}
+	o := Outcome{DrillOK: r.OK, RTOTarget: float64(r.RTOTarget), RPOTarget: float64(r.RPOTarget)}
 	o.RTOActual = r.Ended.Sub(r.Started).Seconds()
 	o.RTOPass = r.OK && o.RTOActual <= o.RTOTarget
 	if !r.Backup.Created.IsZero() {
-		o.RPOActual = r.Started.Sub(r.Backup.Created).Seconds()
+		o.RPOActual = verifier.BackupAge(r.Backup.Created, r.Started).Seconds()
 		o.RPOPass = o.RPOActual <= o.RPOTarget
 	}
 	o.ChecksTotal = len(r.Checks)
@@ -72,6 +75,7 @@ func outcome(r verifier.DrillResult) Outcome {
 	}
 	// Integrity is proven only by a restore whose checks ran and all passed.
 	o.IntegrityPass = r.Phase(verifier.PhaseChecks) != nil && o.ChecksPassed == o.ChecksTotal
+	o.Pass = r.OK && o.RTOPass && o.RPOPass && o.IntegrityPass
 	return o
 }
 
@@ -88,6 +92,15 @@ type Store struct {
 	Upload    Uploader // nil: no copy
 	Log       *slog.Logger
 	Now       func() time.Time
+	// OnError, if set, is called with "write" when a report cannot be
+	// written and with "upload" when a copy cannot be uploaded.
+	OnError func(op string)
+}
+
+func (s *Store) failed(op string) {
+	if s.OnError != nil {
+		s.OnError(op)
+	}
 }
 
 // chainHead is the HEAD file: the newest report and its sha256, so that
@@ -117,6 +130,14 @@ type Paths struct {
 // Write stores the report of a drill, chained to the previous report of its
 // target, uploads it when configured, and prunes reports past retention.
 func (s *Store) Write(ctx context.Context, r verifier.DrillResult) (Paths, []byte, error) {
+	p, md, err := s.write(ctx, r)
+	if err != nil {
+		s.failed("write")
+	}
+	return p, md, err
+}
+
+func (s *Store) write(ctx context.Context, r verifier.DrillResult) (Paths, []byte, error) {
 	dir := s.targetDir(r.Target)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return Paths{}, nil, err
@@ -164,6 +185,7 @@ func (s *Store) Write(ctx context.Context, r verifier.DrillResult) (Paths, []byt
 		}{{rep.Name + ".md", md}, {rep.Name + ".json", js}} {
 			if err := s.Upload.Upload(ctx, r.Target+"/"+f.name, f.b); err != nil {
 				s.Log.Error("upload report failed", "target", r.Target, "report", f.name, "to", s.Upload.String(), "err", err)
+				s.failed("upload")
 			}
 		}
 	}

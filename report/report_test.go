@@ -2,6 +2,7 @@ package report
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
@@ -62,10 +63,67 @@ func failing() verifier.DrillResult {
 	return r
 }
 
+// rpoMissed is a drill that restored and checked a backup older than the
+// RPO objective: the outcome line must say FAIL, as its RPO row does.
+func rpoMissed() verifier.DrillResult {
+	r := passing()
+	r.Trigger = verifier.TriggerCLI
+	r.Backup.Created = t0.Add(-2 * time.Hour)
+	r.Backup.Archive.Created = r.Backup.Created
+	return r
+}
+
+// TestOutcomeAgreesWithItsTable: the outcome line is PASS only when every
+// row of the outcome table is.
+func TestOutcomeAgreesWithItsTable(t *testing.T) {
+	for name, r := range map[string]verifier.DrillResult{"passing": passing(), "failing": failing(), "rpo-missed": rpoMissed()} {
+		md := string(Markdown(Report{Name: "x", Outcome: outcome(r), Drill: r}))
+		_, table, _ := strings.Cut(md, "## 1. Outcome: ")
+		table, _, _ = strings.Cut(table, "## 2.")
+		rowFail := strings.Contains(table, "| FAIL |")
+		if lineFail := strings.HasPrefix(table, "FAIL"); lineFail != rowFail {
+			t.Errorf("%s: outcome line FAIL = %v, a FAIL row = %v:\n%s", name, lineFail, rowFail, table)
+		}
+	}
+	if md := string(Markdown(Report{Outcome: outcome(rpoMissed()), Drill: rpoMissed()})); !strings.Contains(md, "| Performed by | backupverify (cli) |") {
+		t.Errorf("a drill run from the command line is not named so:\n%s", md)
+	}
+}
+
+// TestReportErrorsAreCounted: a report that cannot be written, or copied to
+// reports.upload, is counted by op.
+func TestReportErrorsAreCounted(t *testing.T) {
+	counts := map[string]int{}
+	dir := t.TempDir()
+	s := &Store{Dir: dir, Log: quiet(), Now: func() time.Time { return t0 }, Upload: failingUploader{},
+		OnError: func(op string) { counts[op]++ }}
+	if _, _, err := s.Write(context.Background(), passing()); err != nil {
+		t.Fatal(err)
+	}
+	if counts["upload"] != 2 {
+		t.Errorf("upload errors counted %d, want 2 (the .md and the .json)", counts["upload"])
+	}
+	os.WriteFile(filepath.Join(dir, "blocked"), nil, 0o600)
+	s.Dir = filepath.Join(dir, "blocked") // a file where the folder should be
+	if _, _, err := s.Write(context.Background(), passing()); err == nil {
+		t.Fatal("write into a file succeeded")
+	}
+	if counts["write"] != 1 {
+		t.Errorf("write errors counted %d, want 1", counts["write"])
+	}
+}
+
+type failingUploader struct{}
+
+func (failingUploader) Upload(context.Context, string, []byte) error {
+	return errors.New("503 Slow Down")
+}
+func (failingUploader) String() string { return "s3://reports/" }
+
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestGoldenReports(t *testing.T) {
-	for name, r := range map[string]verifier.DrillResult{"passing": passing(), "failing": failing()} {
+	for name, r := range map[string]verifier.DrillResult{"passing": passing(), "failing": failing(), "rpo-missed": rpoMissed()} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			s := &Store{Dir: dir, Log: quiet(), Now: func() time.Time { return t0 }}

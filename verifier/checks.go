@@ -20,6 +20,27 @@ type Checks struct {
 func NewChecks(defs []CheckSpec) *Checks { return &Checks{defs: defs} }
 
 // Run implements Checker.
+// CheckFreshness is the kind of a freshness check: its value is seconds.
+const CheckFreshness = "freshness"
+
+// freshnessLag fills a freshness check's result: the backup's time minus its
+// newest row's (Unix seconds). A row newer than the backup's time (the
+// backup time is the dump's start, or the clocks differ) is a lag of 0,
+// and Actual says so.
+func freshnessLag(r *CheckResult, created time.Time, newest float64, maxLag time.Duration) {
+	lag := float64(created.UnixNano())/1e9 - newest
+	newestT := time.Unix(0, int64(newest*1e9)).UTC()
+	note := ""
+	if lag < 0 {
+		note = fmt.Sprintf("; the newest row is %s after the backup's time (rows written while the dump ran, or clocks that differ): counted as lag 0",
+			time.Duration(-lag*float64(time.Second)).Round(time.Second))
+		lag = 0
+	}
+	r.Value = &lag
+	r.Actual = fmt.Sprintf("lag %s (newest %s%s)", time.Duration(lag*float64(time.Second)).Round(time.Second), newestT.Format(time.RFC3339), note)
+	r.OK = lag <= maxLag.Seconds()
+}
+
 func (c *Checks) Run(ctx context.Context, db ScratchDB, backup DrillBackup, prev *DrillResult) []CheckResult {
 	out := make([]CheckResult, 0, len(c.defs))
 	for _, def := range c.defs {
@@ -91,7 +112,7 @@ func runCheck(ctx context.Context, db ScratchDB, def CheckSpec, backup DrillBack
 	case def.ForeignKeys:
 		return foreignKeys(ctx, db, timeout)
 	case def.Freshness != "":
-		r := CheckResult{Kind: "freshness", Expected: "lag ≤ " + durationText(def.MaxLag)}
+		r := CheckResult{Kind: CheckFreshness, Expected: "lag ≤ " + durationText(def.MaxLag)}
 		table, col := splitColumn(def.Freshness)
 		newest, ok, err := query(fmt.Sprintf("SELECT extract(epoch FROM max(%s)::timestamptz) FROM %s", quoteIdent(col), quoteIdent(table)))
 		if err != nil {
@@ -102,11 +123,7 @@ func runCheck(ctx context.Context, db ScratchDB, def CheckSpec, backup DrillBack
 			r.Actual, r.Error = "no rows", fmt.Sprintf("%s has no non-null %s", table, col)
 			return r
 		}
-		lag := float64(backup.Created.UnixNano())/1e9 - newest
-		r.Value = &lag
-		newestT := time.Unix(0, int64(newest*1e9)).UTC()
-		r.Actual = fmt.Sprintf("lag %s (newest %s)", (time.Duration(lag * float64(time.Second))).Round(time.Second), newestT.Format(time.RFC3339))
-		r.OK = lag <= def.MaxLag.Seconds()
+		freshnessLag(&r, backup.Created, newest, def.MaxLag)
 		return r
 	default:
 		r := CheckResult{Kind: "sql"}

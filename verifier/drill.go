@@ -136,8 +136,19 @@ type DrillResult struct {
 	Phases        []PhaseResult `json:"phases"`
 	Restore       RestoreReport `json:"restore"`
 	Checks        []CheckResult `json:"checks"`
-	Trigger       string        `json:"trigger"` // schedule, manual, api
+	Trigger       string        `json:"trigger"` // one of the Trigger values
+	// Aborted: the drill was cancelled (shutdown) before it finished. It
+	// is no verdict: not recorded as a drill, no report.
+	Aborted bool `json:"aborted,omitempty"`
 }
+
+// Why a drill runs.
+const (
+	TriggerSchedule = "schedule"
+	TriggerCatchUp  = "catch-up" // at start, the last drill being older than the interval
+	TriggerAPI      = "api"
+	TriggerCLI      = "cli"
+)
 
 // Phase returns the named phase's result, or nil.
 func (r *DrillResult) Phase(p Phase) *PhaseResult {
@@ -160,12 +171,18 @@ type Driller struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	mu       sync.Mutex
-	last     *DrillResult // persisted
-	lastOK   *DrillResult // persisted
-	total    uint64
-	failures map[Phase]uint64
-	running  bool
+	mu          sync.Mutex
+	last        *DrillResult // persisted
+	lastOK      *DrillResult // persisted
+	lastChecked *DrillResult // persisted: the last drill that ran its checks
+	total       uint64
+	aborted     uint64
+	failures    map[Phase]uint64
+	running     bool
+
+	// OnSaveError, if set, is called each time the state file cannot be
+	// written (the daemon counts them).
+	OnSaveError func()
 }
 
 // NewDriller loads the target's last drills from stateDir.
@@ -181,13 +198,17 @@ func NewDriller(t Target, src Source, ar ArchiveReader, sc Scratch, ck Checker, 
 			d.log.Warn("drill state unreadable; starting afresh", "file", d.stateFile(), "err", err)
 		}
 	}
-	d.last, d.lastOK = st.Last, st.LastOK
+	d.last, d.lastOK, d.lastChecked = st.Last, st.LastOK, st.LastChecked
+	if d.lastChecked == nil && d.last != nil && d.last.Phase(PhaseChecks) != nil {
+		d.lastChecked = d.last // a state file from before LastChecked was kept
+	}
 	return d
 }
 
 type drillState struct {
-	Last   *DrillResult `json:"last,omitempty"`
-	LastOK *DrillResult `json:"last_ok,omitempty"`
+	Last        *DrillResult `json:"last,omitempty"`
+	LastOK      *DrillResult `json:"last_ok,omitempty"`
+	LastChecked *DrillResult `json:"last_checked,omitempty"`
 }
 
 func (d *Driller) stateFile() string {
@@ -196,19 +217,23 @@ func (d *Driller) stateFile() string {
 
 // DrillStatus is a snapshot of a target's drills.
 type DrillStatus struct {
-	Last       *DrillResult
-	LastOK     *DrillResult
-	Total      uint64
-	Failures   map[Phase]uint64
-	InProgress bool
+	Last   *DrillResult
+	LastOK *DrillResult
+	// LastChecked is the last drill that ran its checks: check_ok and
+	// check_value describe it, not an older pass.
+	LastChecked *DrillResult
+	Total       uint64
+	Aborted     uint64
+	Failures    map[Phase]uint64
+	InProgress  bool
 }
 
 // Status returns a snapshot.
 func (d *Driller) Status() DrillStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := DrillStatus{Last: d.last, LastOK: d.lastOK, Total: d.total, InProgress: d.running,
-		Failures: make(map[Phase]uint64, len(d.failures))}
+	s := DrillStatus{Last: d.last, LastOK: d.lastOK, LastChecked: d.lastChecked, Total: d.total, Aborted: d.aborted,
+		InProgress: d.running, Failures: make(map[Phase]uint64, len(d.failures))}
 	for k, v := range d.failures {
 		s.Failures[k] = v
 	}
@@ -233,6 +258,7 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 		d.mu.Unlock()
 	}()
 
+	parent := ctx
 	timeout := d.target.Drill.Timeout
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("drill timed out after %s", timeout))
 	defer cancel()
@@ -329,6 +355,15 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 	if r.OK {
 		r.RTOSeconds = secondsOf(r.Ended.Sub(r.Started))
 	}
+	if !r.OK && parent.Err() != nil {
+		// Cancelled from outside (shutdown), not timed out: no verdict.
+		r.Aborted = true
+		d.mu.Lock()
+		d.aborted++
+		d.mu.Unlock()
+		d.log.Warn("drill aborted; it is not counted as a drill", "phase", r.FailedPhase, "trigger", trigger)
+		return r
+	}
 	d.record(r)
 	return r
 }
@@ -339,6 +374,9 @@ func (d *Driller) record(r DrillResult) {
 	d.total++
 	rr := r
 	d.last = &rr
+	if r.Phase(PhaseChecks) != nil {
+		d.lastChecked = &rr
+	}
 	if r.OK {
 		d.lastOK = &rr
 		d.log.Info("drill passed", "rto_seconds", float64(r.RTOSeconds), "key", r.Backup.Key)
@@ -346,12 +384,15 @@ func (d *Driller) record(r DrillResult) {
 		d.failures[r.FailedPhase]++
 		d.log.Error("drill failed", "phase", r.FailedPhase, "err", r.Error, "key", r.Backup.Key)
 	}
-	b, err := json.Marshal(drillState{Last: d.last, LastOK: d.lastOK})
+	b, err := json.Marshal(drillState{Last: d.last, LastOK: d.lastOK, LastChecked: d.lastChecked})
 	if err == nil {
 		err = WriteFileAtomic(d.stateFile(), b)
 	}
 	if err != nil {
 		d.log.Error("save drill state failed", "err", err)
+		if d.OnSaveError != nil {
+			d.OnSaveError()
+		}
 	}
 }
 
@@ -436,6 +477,7 @@ func (d *Driller) verifyFile(ctx context.Context, path string, noSum error, b *D
 	}
 	defer f.Close()
 	info, _, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), d.archive)
+	info = info.InZone(d.target.ArchiveTZ)
 	b.Archive = info
 	r := Result{Archive: info, LastModified: b.LastModified}
 	r.setCreated(d.now)

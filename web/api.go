@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/backupverify/backupverify/scheduler"
+	"github.com/backupverify/backupverify/verifier"
 )
 
 // serveTriggerDrill starts a drill now. Without a configured trigger token the
@@ -26,7 +27,7 @@ func (s *Server) serveTriggerDrill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	err := s.d.RunDrill(name, "api")
+	err := s.d.RunDrill(name, verifier.TriggerAPI)
 	switch {
 	case errors.Is(err, scheduler.ErrUnknown):
 		http.Error(w, "no such target", http.StatusNotFound)

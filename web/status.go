@@ -79,7 +79,8 @@ func (s *Server) views() []TargetView {
 		}
 		if st.LastVerified != nil {
 			v.VerifiedCreated = tp(st.LastVerified.Created)
-			rpo := max(0, now.Sub(st.LastVerified.Created).Seconds())
+			d, _ := st.RPO(now)
+			rpo := d.Seconds()
 			v.RPOSeconds = &rpo
 			v.RPOOK = rpo <= v.RPOTarget
 		}

@@ -329,7 +329,7 @@ func drillNow(ctx context.Context, path, target, format string, stdout io.Writer
 	failed := 0
 	var reports []json.RawMessage
 	for i, d := range ds {
-		r, paths, md := daemon.DrillAndReport(ctx, d, store, "manual", log)
+		r, paths, md := daemon.DrillAndReport(ctx, d, store, verifier.TriggerCLI, log)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
