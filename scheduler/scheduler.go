@@ -76,7 +76,13 @@ func (s *Scheduler) Set(name, spec string, job Job) error {
 			s.log.Info("schedule changed while a run is in progress; it finishes first", "job", name)
 		}
 	}
-	e.id = s.cron.Schedule(sched, cron.FuncJob(func() { s.run(e, "schedule") }))
+	e.id = s.cron.Schedule(sched, cron.FuncJob(func() {
+		if !e.busy.CompareAndSwap(false, true) {
+			s.log.Warn("skipping a run: the previous one has not finished", "job", e.name, "trigger", "schedule")
+			return
+		}
+		s.run(e, "schedule")
+	}))
 	s.entries[name] = e
 	return nil
 }
@@ -91,15 +97,23 @@ func (s *Scheduler) Remove(name string) {
 	}
 }
 
+// ErrStopped is returned by RunNow once the scheduler is stopping.
+var ErrStopped = errors.New("the scheduler is stopping")
+
 // RunNow starts a run of name in the background, as the schedule would.
+// Checking and starting are one step: nil means the run was started (it
+// may wait for a slot), ErrRunning that one is already running or queued.
 func (s *Scheduler) RunNow(name, trigger string) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	e, ok := s.entries[name]
-	s.mu.Unlock()
 	if !ok {
 		return ErrUnknown
 	}
-	if e.busy.Load() {
+	if s.stopped {
+		return ErrStopped
+	}
+	if !e.busy.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
 	go s.run(e, trigger)
@@ -136,7 +150,9 @@ func (s *Scheduler) Running(name string) bool {
 	return ok && e.busy.Load()
 }
 
+// run runs e; the caller has set e.busy, which run clears.
 func (s *Scheduler) run(e *entry, trigger string) {
+	defer e.busy.Store(false)
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -146,11 +162,6 @@ func (s *Scheduler) run(e *entry, trigger string) {
 	s.mu.Unlock()
 	defer s.wg.Done()
 
-	if !e.busy.CompareAndSwap(false, true) {
-		s.log.Warn("skipping a run: the previous one has not finished", "job", e.name, "trigger", trigger)
-		return
-	}
-	defer e.busy.Store(false)
 	select {
 	case s.sem <- struct{}{}:
 	default:

@@ -131,3 +131,35 @@ func TestReplanWhileRunning(t *testing.T) {
 	}
 	waitFor(t, func() bool { return runs.Load() == 2 })
 }
+
+// TestRunNowStartsWhatItAccepts: two RunNow calls back to back, before the
+// first run's goroutine has started: exactly one is accepted, and the one
+// accepted runs (nil means started, never "skipped later").
+func TestRunNowStartsWhatItAccepts(t *testing.T) {
+	s := New(2, quiet())
+	defer s.Stop(5 * time.Second)
+	release := make(chan struct{})
+	var runs atomic.Int32
+	s.Set("a", "@yearly", func(context.Context, string) {
+		runs.Add(1)
+		<-release
+	})
+	for i := range 50 {
+		var accepted int
+		for range 2 {
+			switch err := s.RunNow("a", "api"); err {
+			case nil:
+				accepted++
+			case ErrRunning:
+			default:
+				t.Fatal(err)
+			}
+		}
+		if accepted != 1 {
+			t.Fatalf("round %d: %d of 2 back-to-back RunNow accepted, want 1", i, accepted)
+		}
+		waitFor(t, func() bool { return runs.Load() == int32(i+1) })
+		release <- struct{}{}
+		waitFor(t, func() bool { return !s.Running("a") })
+	}
+}
