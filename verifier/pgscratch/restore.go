@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/backupverify/backupverify/verifier"
@@ -40,7 +43,9 @@ func (d *scratchDB) Restore(ctx context.Context, path string, info verifier.Arch
 }
 
 // pgRestore runs pg_restore -j as the restore role. Every error is tied to
-// its TOC entry; only entries named in allow_errors are tolerated.
+// its TOC entry; only entries named in allow_errors are tolerated. It fails
+// when pg_restore died by a signal, or when its own count of errors ignored
+// disagrees with the errors read from its output.
 func (d *scratchDB) pgRestore(ctx context.Context, path string, opt verifier.RestoreOptions) (verifier.RestoreReport, error) {
 	rep := verifier.RestoreReport{Tool: "pg_restore"}
 	jobs := max(opt.Jobs, 1)
@@ -58,27 +63,53 @@ func (d *scratchDB) pgRestore(ctx context.Context, path string, opt verifier.Res
 	// is drained, or pg_restore would block on a full pipe. The last 64 KiB
 	// are kept for an exit without a parsed error.
 	tail := &tailBuffer{max: 64 << 10}
-	errs := parseRestoreErrors(io.TeeReader(stderr, tail))
+	out := parseRestoreOutput(io.TeeReader(stderr, tail))
 	_, _ = io.Copy(tail, stderr)
 	waitErr := cmd.Wait()
 	if ctx.Err() != nil {
 		return rep, context.Cause(ctx)
 	}
-	var fatal []string
-	for _, e := range errs {
-		if allowed(e.entry, opt.AllowErrors) {
-			rep.IgnoredErrors = append(rep.IgnoredErrors, e.String())
+	rep.IgnoredErrors, err = judgeRestore(out, waitErr, tail.String(), opt.AllowErrors)
+	return rep, err
+}
+
+// judgeRestore decides a pg_restore run from its parsed output and exit
+// (stderrTail: the end of its stderr, for an exit without a parsed error):
+// the errors allow_errors accepts, or why the restore failed.
+func judgeRestore(out restoreOutput, waitErr error, stderrTail string, allow []string) ([]string, error) {
+	var ignored, fatal []string
+	for _, e := range out.errors {
+		if allowed(e.entry, allow) {
+			ignored = append(ignored, e.String())
 		} else {
 			fatal = append(fatal, e.String())
 		}
 	}
+	var exit *exec.ExitError
+	if errors.As(waitErr, &exit) {
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return ignored, fmt.Errorf("pg_restore was killed by signal %s after %d error(s): the restore is incomplete", ws.Signal(), len(out.errors))
+		}
+	}
 	if len(fatal) > 0 {
-		return rep, fmt.Errorf("pg_restore: %d error(s) not allowed by drill.allow_errors: %s", len(fatal), summarize(fatal))
+		return ignored, fmt.Errorf("pg_restore: %d error(s) not allowed by drill.allow_errors: %s", len(fatal), summarize(fatal))
 	}
-	if waitErr != nil && len(errs) == 0 {
-		return rep, fmt.Errorf("pg_restore: %s", firstLines(tail.String(), waitErr))
+	if waitErr != nil && len(out.errors) == 0 {
+		return ignored, fmt.Errorf("pg_restore: %s", firstLines(stderrTail, waitErr))
 	}
-	return rep, nil
+	if n := len(out.errors); n > 0 {
+		// PostgreSQL counts an error of a parallel worker's item twice (15
+		// here: 6 errors printed, 9 counted with --jobs 2): a count up to
+		// that is consistent; one above it, or none at all, means errors
+		// were printed in a form this parser did not read.
+		if out.ignored < 0 {
+			return ignored, fmt.Errorf("pg_restore printed %d error(s) but no count of errors ignored: its output was cut short", n)
+		}
+		if out.ignored < n || out.ignored > n+out.parallelErrors {
+			return ignored, fmt.Errorf("pg_restore says it ignored %d error(s) but %d were read from its output: refusing to pass a restore whose errors are not all known", out.ignored, n)
+		}
+	}
+	return ignored, nil
 }
 
 // tailBuffer keeps the last max bytes written to it.
@@ -103,76 +134,171 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 
 func (t *tailBuffer) String() string { return string(t.b) }
 
-// restoreError is one error pg_restore reported, with its TOC entry.
+// tocEntry is a TOC entry as pg_restore names it: "from TOC entry 217;
+// 1259 16418 TABLE users postgres" is kind TABLE, name users, owner postgres.
+type tocEntry struct {
+	kind  string // TABLE, TABLE DATA, COMMENT, FK CONSTRAINT...
+	name  string // pg_dump's tag: "users", "users users_pkey", "EXTENSION pg_stat_statements"
+	owner string // "" for none
+}
+
+func (e tocEntry) String() string {
+	if e.name == "" {
+		return e.kind
+	}
+	return e.kind + " " + e.name
+}
+
+// restoreError is one error pg_restore reported, with its TOC entry. Only
+// the message is kept: DETAIL and CONTEXT lines (which carry row data, such
+// as "Key (email)=(alice@example.com)") and "Command was:" never leave the
+// drill.
 type restoreError struct {
-	entry string // e.g. "EXTENSION pg_stat_statements"; "" when not tied to one
+	entry *tocEntry // nil when the error is not tied to an entry
 	msg   string
 }
 
 func (e restoreError) String() string {
-	if e.entry == "" {
+	if e.entry == nil {
 		return e.msg
 	}
-	return e.entry + ": " + e.msg
+	return e.entry.String() + ": " + e.msg
 }
 
-var tocEntryRE = regexp.MustCompile(`^pg_restore: from TOC entry \d+; \d+ \d+ (.*?)\s*$`)
+// restoreOutput is what pg_restore --verbose printed on stderr.
+type restoreOutput struct {
+	errors []restoreError
+	// parallelErrors counts the errors printed inside the main parallel loop.
+	parallelErrors int
+	// ignored is pg_restore's own "errors ignored on restore: N"; -1 when absent.
+	ignored int
+}
 
-// parseRestoreErrors reads pg_restore --verbose output and keeps the errors.
-func parseRestoreErrors(r io.Reader) []restoreError {
-	var out []restoreError
-	entry := ""
+var (
+	tocEntryRE = regexp.MustCompile(`^pg_restore: from TOC entry \d+; \d+ \d+ (.*)$`)
+	ignoredRE  = regexp.MustCompile(`^pg_restore: warning: errors ignored on restore: (\d+)\s*$`)
+)
+
+// parseRestoreOutput reads pg_restore --verbose output and keeps the errors.
+func parseRestoreOutput(r io.Reader) restoreOutput {
+	out := restoreOutput{ignored: -1}
+	var entry *tocEntry
+	parallel := false
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		line := sc.Text()
 		if m := tocEntryRE.FindStringSubmatch(line); m != nil {
-			entry = stripOwner(m[1])
+			e := parseTOCEntry(m[1])
+			entry = &e
 			continue
 		}
 		if msg, ok := strings.CutPrefix(line, "pg_restore: error: "); ok {
 			msg = strings.TrimPrefix(msg, "could not execute query: ")
-			out = append(out, restoreError{entry: entry, msg: msg})
-			entry = ""
+			out.errors = append(out.errors, restoreError{entry: entry, msg: msg})
+			if parallel {
+				out.parallelErrors++
+			}
+			entry = nil
 			continue
 		}
-		// An error message continues on lines without the prefix (HINT, DETAIL).
-		if len(out) > 0 && strings.HasPrefix(line, "DETAIL:") {
-			out[len(out)-1].msg += " " + line
+		if m := ignoredRE.FindStringSubmatch(line); m != nil {
+			out.ignored, _ = strconv.Atoi(m[1])
+			continue
 		}
-		if strings.HasPrefix(line, "pg_restore: creating ") || strings.HasPrefix(line, "pg_restore: processing ") {
-			entry = ""
+		switch {
+		case line == "pg_restore: entering main parallel loop":
+			parallel = true
+		case line == "pg_restore: finished main parallel loop":
+			parallel = false
+		case strings.HasPrefix(line, "pg_restore: creating "), strings.HasPrefix(line, "pg_restore: processing "):
+			entry = nil
 		}
 	}
 	return out
 }
 
-// stripOwner drops the owner pg_restore prints after a TOC entry's name.
-func stripOwner(desc string) string {
-	desc = strings.TrimSuffix(desc, " (no owner)")
-	if i := strings.LastIndexByte(desc, ' '); i > 0 {
-		f := strings.Fields(desc)
-		// "TYPE NAME OWNER": drop the last word when three or more remain.
-		if len(f) >= 3 {
-			return strings.Join(f[:len(f)-1], " ")
-		}
-	}
-	return desc
+// tocKinds are the TOC entry kinds of more than one word (pg_dump.c's desc
+// strings); a kind not listed here is its first word.
+var tocKinds = []string{
+	"ACCESS METHOD", "BLOB DATA", "CHECK CONSTRAINT", "DATABASE PROPERTIES", "DEFAULT ACL", "EVENT TRIGGER",
+	"FK CONSTRAINT", "FOREIGN DATA WRAPPER", "FOREIGN SERVER", "FOREIGN TABLE", "INDEX ATTACH", "LARGE OBJECT",
+	"MATERIALIZED VIEW DATA", "MATERIALIZED VIEW", "OPERATOR CLASS", "OPERATOR FAMILY", "PROCEDURAL LANGUAGE",
+	"PUBLICATION TABLES IN SCHEMA", "PUBLICATION TABLE", "ROW SECURITY", "SECURITY LABEL", "SEQUENCE OWNED BY",
+	"SEQUENCE SET", "SHELL TYPE", "SUBSCRIPTION TABLE", "TABLE ATTACH", "TABLE DATA", "TEXT SEARCH CONFIGURATION",
+	"TEXT SEARCH DICTIONARY", "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE", "USER MAPPING",
 }
 
-// allowed matches an entry against allow_errors: the entry itself, or a
-// COMMENT on it ("EXTENSION x" also allows "COMMENT EXTENSION x").
-func allowed(entry string, allow []string) bool {
-	if entry == "" {
+// splitKind splits "KIND rest" at the end of the longest known kind.
+func splitKind(s string) (kind, rest string) {
+	for _, k := range tocKinds {
+		if r, ok := strings.CutPrefix(s, k+" "); ok {
+			return k, r
+		}
+		if s == k {
+			return k, ""
+		}
+	}
+	kind, rest, _ = strings.Cut(s, " ")
+	return kind, rest
+}
+
+// parseTOCEntry splits "KIND NAME OWNER" as pg_restore prints it: "%s %s %s"
+// of the entry's desc, tag and owner, the owner being "" (the line then ends
+// with a space) or "(no owner)".
+func parseTOCEntry(s string) tocEntry {
+	var e tocEntry
+	e.kind, s = splitKind(s)
+	switch {
+	case strings.HasSuffix(s, " (no owner)"):
+		s = strings.TrimSuffix(s, " (no owner)")
+	case strings.HasSuffix(s, " "):
+		s = strings.TrimSuffix(s, " ")
+	default:
+		if i := strings.LastIndexByte(s, ' '); i >= 0 {
+			s, e.owner = s[:i], s[i+1:]
+		}
+	}
+	e.name = s
+	return e
+}
+
+// dependentKinds are TOC entries about another object, whose name is that
+// object's "KIND NAME".
+var dependentKinds = map[string]bool{"COMMENT": true, "ACL": true, "SECURITY LABEL": true}
+
+// allowed matches an error's TOC entry against drill.allow_errors. An item
+// "KIND NAME" allows the entry of that kind whose name starts with NAME's
+// words ("CONSTRAINT users" allows every constraint of table users; a kind
+// alone, such as "EXTENSION", allows every entry of that kind), and the
+// COMMENT, ACL and SECURITY LABEL entries on such an object:
+// "EXTENSION pg_stat_statements" allows "COMMENT EXTENSION pg_stat_statements".
+// An error tied to no entry is never allowed.
+func allowed(e *tocEntry, allow []string) bool {
+	if e == nil {
 		return false
 	}
 	for _, a := range allow {
-		a = strings.TrimSpace(a)
-		if entry == a || strings.HasPrefix(entry, a+" ") || entry == "COMMENT "+a {
+		a = strings.Join(strings.Fields(a), " ")
+		if a == "" {
+			continue
+		}
+		if matchEntry(*e, a) {
+			return true
+		}
+		if dependentKinds[e.kind] && matchEntry(parseTOCEntry(e.name+" "), a) {
 			return true
 		}
 	}
 	return false
+}
+
+func matchEntry(e tocEntry, item string) bool {
+	kind, name := splitKind(item)
+	if kind != e.kind {
+		return false
+	}
+	return name == "" || e.name == name || strings.HasPrefix(e.name, name+" ")
 }
 
 func summarize(errs []string) string {
