@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/backupverify/backupverify/internal/testenv"
+	"github.com/backupverify/backupverify/metrics"
 )
 
 // TestPrometheusEndToEnd: the daemon watches the real S3 server; a real
@@ -186,8 +187,13 @@ scrape_configs:
 
 func sha256hex(b []byte) string { return sum(b) }
 
-// specMetrics are the metric names of SPEC §5.
+// specMetrics are the metric names of SPEC §5, §9 and the team's metric
+// contract (the BRIEF): each must also be in metrics.Names().
 var specMetrics = []string{
+	"backupverify_watch_start_timestamp_seconds", "backupverify_backup_download_failing",
+	"backupverify_drill_last_failure_phase", "backupverify_drills_aborted_total",
+	"backupverify_state_write_errors_total", "backupverify_report_errors_total", "backupverify_check_lag_seconds",
+	"backupverify_backup_info", "backupverify_backups_present", "backupverify_backup_oldest_timestamp_seconds",
 	"backupverify_build_info", "backupverify_config_last_reload_successful",
 	"backupverify_config_last_reload_success_timestamp_seconds", "backupverify_backup_last_timestamp_seconds",
 	"backupverify_backup_verified_timestamp_seconds", "backupverify_rpo_seconds", "backupverify_rpo_target_seconds",
@@ -219,6 +225,8 @@ targets:
     checks:
       - count: leads
         min: 1
+      - freshness: leads.created_at
+        max_lag: 1000d
 `, dir, dir))
 	d.sched.RunNow("crm", "test")
 	var m map[string]float64
@@ -247,12 +255,19 @@ targets:
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("metric names differ from SPEC §5\n got: %v\nwant: %v", got, want)
 	}
+	listed := metrics.Names()
+	sort.Strings(listed)
+	if strings.Join(listed, "\n") != strings.Join(want, "\n") {
+		t.Errorf("metrics.Names() differs from SPEC §5\n got: %v\nwant: %v", listed, want)
+	}
 	if goProc == 0 {
 		t.Error("no go_* or process_* metrics")
 	}
 	// Every phase and reason exists from the start, at 0 where nothing happened.
 	for _, s := range []string{`backupverify_drill_failures_total{phase="checks",target="crm"}`,
-		`backupverify_backup_verify_failures_total{reason="download_error",target="crm"}`} {
+		`backupverify_backup_verify_failures_total{reason="download_error",target="crm"}`,
+		`backupverify_report_errors_total{op="upload"}`, `backupverify_report_errors_total{op="write"}`,
+		`backupverify_drills_aborted_total{target="crm"}`, `backupverify_state_write_errors_total`} {
 		if v, ok := m[s]; !ok || v != 0 {
 			t.Errorf("%s = %v (present %v), want 0", s, v, ok)
 		}
