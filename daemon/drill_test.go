@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/backupverify/backupverify/config"
 	"github.com/backupverify/backupverify/internal/testenv"
+	"github.com/backupverify/backupverify/report"
 	"github.com/backupverify/backupverify/verifier"
 	"github.com/backupverify/backupverify/web"
 )
@@ -275,7 +277,11 @@ targets:
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan verifier.DrillResult)
-			go func() { done <- ds[name].Run(ctx, "test") }()
+			reports := &report.Store{Dir: filepath.Join(state, "reports"), Log: testLog(t), Now: time.Now}
+			go func() {
+				r, _, _ := DrillAndReport(ctx, ds[name], reports, verifier.TriggerSchedule, testLog(t))
+				done <- r
+			}()
 			waitUntil(t, "the restore to start", 30*time.Second, func() bool {
 				return pg.Exec(t, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()") != "0" ||
 					len(leftovers(t, state, nil)) == 2 && hasSleepingCluster(t, state)
@@ -284,6 +290,14 @@ targets:
 			r := <-done
 			if r.OK || r.FailedPhase != verifier.PhaseRestore {
 				t.Errorf("ok %v, phase %s", r.OK, r.FailedPhase)
+			}
+			// Cancellation is no verdict: no drill recorded, no report.
+			if st := ds[name].Status(); !r.Aborted || st.Last != nil || st.Aborted != 1 || st.Failures[verifier.PhaseRestore] != 0 {
+				t.Errorf("aborted %v; recorded last drill %v, aborted %d, restore failures %d; want true, none, 1, 0",
+					r.Aborted, st.Last != nil, st.Aborted, st.Failures[verifier.PhaseRestore])
+			}
+			if ents, _ := os.ReadDir(filepath.Join(state, "reports", name)); len(ents) > 0 {
+				t.Errorf("a cancelled drill wrote a report: %d files", len(ents))
 			}
 			if l := leftovers(t, state, pg); len(l) > 0 {
 				t.Errorf("a cancelled drill left behind: %v", l)
@@ -455,4 +469,49 @@ func TestDrillCancelledWhileScratchStarts(t *testing.T) {
 			t.Fatalf("%d: a scratch server is still running: %s", i, out)
 		}
 	}
+}
+
+// TestCatchUpDrillAtStart: a daemon that was down (or shut down mid-drill)
+// when a drill was due drills at start, as anacron would; one whose last
+// drill is recent does not.
+func TestCatchUpDrillAtStart(t *testing.T) {
+	now := time.Date(2025, 12, 29, 12, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	last := func(ago time.Duration) *verifier.DrillResult { return &verifier.DrillResult{Started: now.Add(-ago)} }
+	for _, tt := range []struct {
+		name  string
+		last  *verifier.DrillResult
+		since time.Time
+		want  bool
+	}{
+		{"last drill a day and a minute ago", last(day + time.Minute), now.Add(-30 * day), true},
+		{"last drill an hour ago", last(time.Hour), now.Add(-30 * day), false},
+		{"never drilled, watched for two days", nil, now.Add(-2 * day), true},
+		{"never drilled, just added", nil, now.Add(-time.Minute), false},
+	} {
+		if got := catchUpDue(tt.last, tt.since, day, now); got != tt.want {
+			t.Errorf("%s: catch-up %v, want %v", tt.name, got, tt.want)
+		}
+	}
+
+	pg := testenv.StartPostgres(t)
+	pg.CreateSample(t, "crm", 20)
+	dir := t.TempDir()
+	putBackup(t, filepath.Join(dir, "b"), "db.dump", dumpBytes(t, pg, "crm", "c"))
+	state := filepath.Join(dir, "state")
+	old, _ := json.Marshal(map[string]any{"last": verifier.DrillResult{Target: "crm", OK: true,
+		Started: time.Now().Add(-49 * time.Hour), Ended: time.Now().Add(-49 * time.Hour)}})
+	os.MkdirAll(filepath.Join(state, "targets", "crm"), 0o750)
+	os.WriteFile(filepath.Join(state, "targets", "crm", "drill.json"), old, 0o600)
+	d, _ := startDaemon(t, fmt.Sprintf(`listen: 127.0.0.1:0
+state_dir: %s
+targets:
+  - name: crm
+    source: file://%s/b/
+    drill: {schedule: "@daily"}
+`, state, dir))
+	waitUntil(t, "a catch-up drill", 60*time.Second, func() bool {
+		l := d.Statuses()[0].Drill.Last
+		return l != nil && l.Trigger == verifier.TriggerCatchUp && l.OK
+	})
 }
