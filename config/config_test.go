@@ -70,6 +70,8 @@ func TestLoadInvalid(t *testing.T) {
 			`line 12: targets[0].drill.scratch: must be "embedded" or an admin DSN postgres://user@host:port/dbname`,
 			`line 14: targets[1].source: "file://relative/path": a file source needs an absolute path, e.g. file:///var/backups/crm/`,
 			`line 15: targets[1].checksum: "s3" needs an s3:// source`,
+			`line 16: targets[1].archive_timezone: "UTC+2" is not an IANA time zone name such as UTC or Europe/Berlin`,
+			`line 17: timezone: "Local" is not an IANA time zone name such as UTC or Europe/Berlin`,
 		}},
 		{"invalid-duplicate-names.yml", []string{
 			`line 4: targets[1].name: "crm" is already the name of targets[0]`,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -307,5 +309,56 @@ func TestDeletedBackupsDoNotCount(t *testing.T) {
 	w.Scan(context.Background())
 	if st := w.Status(); st.LastVerified != nil || st.LastResult != nil {
 		t.Errorf("with no backups left: verified %+v, verdict %+v; want none", st.LastVerified, st.LastResult)
+	}
+}
+
+// TestStateWriteErrorsAreReported: a state file that cannot be written is
+// reported through OnSaveError, by the watcher and by the driller.
+func TestStateWriteErrorsAreReported(t *testing.T) {
+	now := func() time.Time { return time.Date(2025, 12, 29, 3, 0, 0, 0, time.UTC) }
+	dir := t.TempDir()
+	mem := newMem()
+	mem.put("a.sql", sqlDumpAt(now().Add(-time.Hour)), now().Add(-time.Hour))
+	w, err := NewWatcher(sqlTarget(), mem, noArchive{t}, dir, discard(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A file where the target's state folder should be (root ignores modes).
+	os.MkdirAll(filepath.Join(dir, "targets"), 0o750)
+	os.WriteFile(filepath.Join(dir, "targets", "t"), nil, 0o600)
+	var errs int
+	w.OnSaveError = func() { errs++ }
+	w.Scan(context.Background())
+	if errs != 1 {
+		t.Errorf("watcher: %d save errors reported, want 1", errs)
+	}
+	d := newTestDriller(t, dir, &fakeScratch{}, &fakeChecker{ok: true}, now)
+	d.OnSaveError = func() { errs++ }
+	d.Run(context.Background(), TriggerSchedule)
+	if errs != 2 {
+		t.Errorf("driller: %d save errors reported in all, want 2", errs)
+	}
+}
+
+// TestFreshnessLagNeverNegative: a newest row after the backup's time is a
+// lag of 0, and the check says why.
+func TestFreshnessLagNeverNegative(t *testing.T) {
+	created := time.Date(2025, 12, 29, 3, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		newest  time.Time
+		want    float64
+		wantWhy bool
+	}{
+		{created.Add(-90 * time.Second), 90, false},
+		{created.Add(3 * time.Minute), 0, true},
+	} {
+		var r CheckResult
+		freshnessLag(&r, created, float64(tt.newest.Unix()), time.Hour)
+		if *r.Value != tt.want || !r.OK {
+			t.Errorf("newest %v: lag %v ok %v, want %v true", tt.newest, *r.Value, r.OK, tt.want)
+		}
+		if why := strings.Contains(r.Actual, "after the backup's time"); why != tt.wantWhy {
+			t.Errorf("newest %v: actual %q; explains a newer row: %v, want %v", tt.newest, r.Actual, why, tt.wantWhy)
+		}
 	}
 }
