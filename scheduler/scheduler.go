@@ -77,8 +77,13 @@ func (s *Scheduler) Set(name, spec string, job Job) error {
 		}
 	}
 	e.id = s.cron.Schedule(sched, cron.FuncJob(func() {
-		if !e.busy.CompareAndSwap(false, true) {
-			s.log.Warn("skipping a run: the previous one has not finished", "job", e.name, "trigger", "schedule")
+		s.mu.Lock()
+		err := s.claim(e)
+		s.mu.Unlock()
+		if err != nil {
+			if err == ErrRunning {
+				s.log.Warn("skipping a run: the previous one has not finished", "job", e.name, "trigger", "schedule")
+			}
 			return
 		}
 		s.run(e, "schedule")
@@ -110,13 +115,24 @@ func (s *Scheduler) RunNow(name, trigger string) error {
 	if !ok {
 		return ErrUnknown
 	}
+	if err := s.claim(e); err != nil {
+		return err
+	}
+	go s.run(e, trigger)
+	return nil
+}
+
+// claim marks e busy and counts its run in the wait group Stop waits on;
+// ErrRunning if a run is in progress or queued, ErrStopped after Stop. The
+// caller holds s.mu, so that Stop either sees the run or refuses it.
+func (s *Scheduler) claim(e *entry) error {
 	if s.stopped {
 		return ErrStopped
 	}
 	if !e.busy.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
-	go s.run(e, trigger)
+	s.wg.Add(1)
 	return nil
 }
 
@@ -150,17 +166,10 @@ func (s *Scheduler) Running(name string) bool {
 	return ok && e.busy.Load()
 }
 
-// run runs e; the caller has set e.busy, which run clears.
+// run runs e, claimed by claim; it releases the claim when done.
 func (s *Scheduler) run(e *entry, trigger string) {
-	defer e.busy.Store(false)
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	defer s.wg.Done()
+	defer e.busy.Store(false)
 
 	select {
 	case s.sem <- struct{}{}:
