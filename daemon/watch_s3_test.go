@@ -391,8 +391,13 @@ func TestWatchS3(t *testing.T) {
 		if d := time.Since(start); d > 30*time.Second {
 			t.Errorf("gave up after %s; a stalled body must not hang the loop", d)
 		}
-		h.expect("stuck", merge(zeroFailures("download_error", 1), map[string]float64{"backup_checksum_ok": 0}))
-		if e := h.w.Status().LastResult.Error; !strings.Contains(e, "stalled") {
+		// A download error is no verdict: checksum_ok stays unknown, and the
+		// backup is flagged as failing to download until a read succeeds.
+		got := h.expect("stuck", merge(zeroFailures("download_error", 1), map[string]float64{"backup_download_failing": 1}))
+		if v, ok := got[`backupverify_backup_checksum_ok{target="stuck"}`]; ok {
+			t.Errorf("backup_checksum_ok = %v after a download error; want it absent (no verdict yet)", v)
+		}
+		if e := h.w.Status().DownloadError; !strings.Contains(e, "stalled") {
 			t.Errorf("error %q does not say the body stalled", e)
 		}
 	})

@@ -70,6 +70,7 @@ type Status struct {
 	// DownloadFailing: the newest backup is unverified because its last
 	// download attempt failed; it is retried with backoff.
 	DownloadFailing bool
+	DownloadError   string // the last failed download's error, while failing
 	// Since is when this daemon first watched the target (persisted).
 	Since time.Time
 	// Present is the number of backups in the last listing, Oldest the
@@ -119,6 +120,7 @@ type Watcher struct {
 type retryState struct {
 	attempts int
 	next     time.Time
+	err      string
 }
 
 // maxRetryWait caps the backoff between download attempts of one backup.
@@ -412,6 +414,7 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 			w.retry[b.ID()] = rs
 		}
 		rs.attempts++
+		rs.err = r.Error
 		wait := retryWait(w.target.Poll, rs.attempts)
 		rs.next = w.now().Add(wait)
 		w.log.Warn("backup download failed; will try again", "key", b.Key, "attempts", rs.attempts,
@@ -482,7 +485,9 @@ func (w *Watcher) Status() Status {
 	if w.newest != nil {
 		n := *w.newest
 		s.Newest = &n
-		s.DownloadFailing = w.retry[n.Key+"@"+n.ETag] != nil
+		if rs := w.retry[n.Key+"@"+n.ETag]; rs != nil {
+			s.DownloadFailing, s.DownloadError = true, rs.err
+		}
 	}
 	if w.st.LastResult != nil {
 		r := *w.st.LastResult
