@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -206,28 +207,25 @@ func TestCancelledDrillIsNoVerdict(t *testing.T) {
 	}
 }
 
-// okArchive accepts every custom archive.
-type okArchive struct{}
-
-func (okArchive) ReadArchive(_ context.Context, r io.Reader) error {
-	_, err := io.Copy(io.Discard, r)
-	return err
-}
-
-// customHeader is the start of a pg_dump custom archive (archive version
-// 1.14) whose header holds the zone-less local time tm.
-func customHeader(tm time.Time) []byte {
-	b := []byte{'P', 'G', 'D', 'M', 'P', 1, 14, 0, 4, 8, 1}
-	putInt := func(v int) { b = append(b, 0, byte(v), byte(v>>8), byte(v>>16), byte(v>>24)) }
-	putStr := func(s string) { putInt(len(s)); b = append(b, s...) }
-	putInt(-1) // compression
-	for _, v := range []int{tm.Second(), tm.Minute(), tm.Hour(), tm.Day(), int(tm.Month()) - 1, tm.Year() - 1900, 0} {
-		putInt(v)
+// withHeaderTime returns a real custom archive (tinyDump) whose header holds
+// the zone-less local time tm.
+func withHeaderTime(t *testing.T, tm time.Time) []byte {
+	b := bytes.Clone(tinyDump(t))
+	intSize, vmin := int(b[8]), int(b[6])
+	pos := 11
+	if vmin >= 15 {
+		pos++ // compression algorithm, one byte
+	} else {
+		pos += 1 + intSize // compression level
 	}
-	putStr("crm")
-	putStr("15.18")
-	putStr("15.18")
-	return append(b, make([]byte, 64)...)
+	for _, v := range []int{tm.Second(), tm.Minute(), tm.Hour(), tm.Day(), int(tm.Month()) - 1, tm.Year() - 1900} {
+		b[pos] = 0
+		for i := range intSize {
+			b[pos+1+i] = byte(v >> (8 * i))
+		}
+		pos += 1 + intSize
+	}
+	return b
 }
 
 // TestArchiveTimezone: a custom header's zone-less time is read in
@@ -250,14 +248,14 @@ func TestArchiveTimezone(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			body := customHeader(tt.header)
+			body := withHeaderTime(t, tt.header)
 			mem := newMem()
 			mem.put("db.dump", body, upload)
 			tg := Target{Name: "t", Glob: "*.dump", Match: regexp.MustCompile(`^[^/]*\.dump$`), Checksum: "s3",
 				VerifyLast: 1, Poll: time.Minute, BackupGrace: time.Minute, RPO: time.Hour, ArchiveTZ: tt.tz}
 			var logs strings.Builder
 			log := slog.New(slog.NewTextHandler(&logs, nil))
-			w, err := NewWatcher(tg, mem, okArchive{}, t.TempDir(), log, func() time.Time { return upload.Add(time.Hour) })
+			w, err := NewWatcher(tg, mem, &countingArchive{}, t.TempDir(), log, func() time.Time { return upload.Add(time.Hour) })
 			if err != nil {
 				t.Fatal(err)
 			}
