@@ -283,7 +283,8 @@ func TestDeletedBackupsDoNotCount(t *testing.T) {
 	mem := newMem()
 	mem.put("a.sql", sqlDumpAt(t0), t0)
 	mem.put("b.sql", sqlDumpAt(t0.Add(30*time.Minute)), t0.Add(30*time.Minute))
-	w, err := NewWatcher(sqlTarget(), mem, noArchive{t}, t.TempDir(), discard(), now)
+	src := &flakySource{memSource: mem, fail: map[string]int{}}
+	w, err := NewWatcher(sqlTarget(), src, noArchive{t}, t.TempDir(), discard(), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +304,18 @@ func TestDeletedBackupsDoNotCount(t *testing.T) {
 	if rpo, ok := st.RPO(clock); !ok || rpo != time.Hour {
 		t.Errorf("rpo = %v (%v), want 1h from a.sql", rpo, ok)
 	}
+	// c.sql fails; then a.sql is replaced in place by a version not yet
+	// judged (its read fails): the verdict stays a.sql's, not c.sql's.
+	mem.put("c.sql", []byte("not a dump"), t0.Add(-time.Hour))
+	w.Scan(context.Background())
+	mem.put("a.sql", sqlDumpAt(t0.Add(40*time.Minute)), clock)
+	src.fail["a.sql"] = 1
+	w.Scan(context.Background())
+	if st := w.Status(); st.LastResult == nil || st.LastResult.Key != "a.sql" || !st.LastResult.OK {
+		t.Errorf("a.sql replaced in place: the verdict is %+v, want a.sql's pass until its new version has one", st.LastResult)
+	}
 	delete(mem.objs, "a.sql")
+	delete(mem.objs, "c.sql")
 	w.Scan(context.Background())
 	if st := w.Status(); st.LastVerified != nil || st.LastResult != nil {
 		t.Errorf("with no backups left: verified %+v, verdict %+v; want none", st.LastVerified, st.LastResult)

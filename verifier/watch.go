@@ -278,9 +278,10 @@ func (w *Watcher) Scan(ctx context.Context) {
 	w.st.ScanLastOK = w.scanOK
 	cold := len(w.st.Catalogue) == 0
 	live := make(map[string]bool, len(backups))
+	liveKey := make(map[string]bool, len(backups))
 	var todo []Backup
 	for i, b := range backups {
-		live[b.ID()] = true
+		live[b.ID()], liveKey[b.Key] = true, true
 		if _, seen := w.st.Catalogue[b.ID()]; seen {
 			continue
 		}
@@ -313,7 +314,9 @@ func (w *Watcher) Scan(ctx context.Context) {
 		changed = true
 		w.log.Warn("the newest verified backup was deleted from the source", "key", lv.Key)
 	}
-	if lr := w.st.LastResult; lr != nil && !live[lr.Key+"@"+lr.ETag] {
+	// An object replaced in place (same key, new ETag) keeps its verdict
+	// until its new version has one: it is the same backup being rewritten.
+	if lr := w.st.LastResult; lr != nil && !live[lr.Key+"@"+lr.ETag] && !liveKey[lr.Key] {
 		w.st.LastResult = w.newestRecorded(func(r *Record) bool { return r.Status == StatusVerified || r.Status == StatusFailed })
 		changed = true
 	}
