@@ -171,13 +171,32 @@ type ArchiveReader struct {
 	Bins Bins
 }
 
-// ReadArchive implements verifier.ArchiveReader.
+// ReadArchive implements verifier.ArchiveReader. It feeds r to pg_restore
+// itself rather than through exec's own copy: pg_restore exits at the
+// archive's end, and exec's copy, still blocked reading a slow source, would
+// outlive WaitDelay (a false "unreadable" verdict) and then race the
+// caller's reads of r. Here it returns only once nothing reads r any more.
 func (a ArchiveReader) ReadArchive(ctx context.Context, r io.Reader) error {
 	cmd := command(ctx, a.Bins.Path("pg_restore"), "-f", os.DevNull)
-	cmd.Stdin = r
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
 	stderr := &limitedBuffer{max: 4096}
 	cmd.Stderr = stderr
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start pg_restore: %w", err)
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		// Stops at the end of r, or when pg_restore has exited (EPIPE).
+		_, _ = io.Copy(stdin, r)
+		stdin.Close()
+	}()
+	err = cmd.Wait()
+	<-copied
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
