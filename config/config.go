@@ -48,11 +48,20 @@ type Config struct {
 	// Timezone is the IANA zone cron schedules are read in; "" is the
 	// host's local zone, as cron does.
 	Timezone string        `yaml:"timezone"`
+	Verify   VerifyConfig  `yaml:"verify"`
 	Drills   DrillsConfig  `yaml:"drills"`
 	Reports  ReportsConfig `yaml:"reports"`
 	HTTP     HTTPConfig    `yaml:"http"`
 	S3       S3Config      `yaml:"s3"`
 	Targets  []Target      `yaml:"targets"`
+}
+
+// VerifyConfig holds daemon-wide settings of the watch loops' verifications.
+type VerifyConfig struct {
+	// MaxConcurrent bounds the backups verified at once across all targets
+	// (each is a download and, for custom format, a pg_restore); 0 means
+	// twice the CPUs.
+	MaxConcurrent int `yaml:"max_concurrent"`
 }
 
 // DrillsConfig holds daemon-wide drill settings.
@@ -294,6 +303,9 @@ func (c *Config) validate(p *problems) {
 		if _, err := LoadLocation(c.Timezone); err != nil {
 			p.add("timezone", "%v", err)
 		}
+	}
+	if c.Verify.MaxConcurrent < 0 {
+		p.add("verify.max_concurrent", "must be 0 (twice the CPUs) or more")
 	}
 	if c.Drills.MaxConcurrent < 1 {
 		p.add("drills.max_concurrent", "must be at least 1")

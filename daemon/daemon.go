@@ -70,6 +70,8 @@ type Daemon struct {
 	wg      sync.WaitGroup
 	sched   *scheduler.Scheduler
 	reports *report.Store
+	s3      s3Clients     // one client per store, kept across reloads
+	gate    verifier.Gate // bounds the verifications of every target at once
 }
 
 type running struct {
@@ -132,6 +134,7 @@ func (d *Daemon) Run(ctx context.Context, routes func(*http.ServeMux)) error {
 	sweep(ctx, d.cfg, d.log, d.opt.Now)
 	d.mu.Lock()
 	d.sched = scheduler.New(d.cfg.Drills.MaxConcurrent, d.log)
+	d.gate = verifier.NewGate(d.cfg.Verify.MaxConcurrent)
 	d.mu.Unlock()
 	if err := d.apply(ctx, d.cfg); err != nil {
 		ln.Close()
@@ -213,6 +216,9 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 		if c.Drills.MaxConcurrent != old.Drills.MaxConcurrent {
 			d.log.Warn("drills.max_concurrent changed in the config; it takes effect at restart")
 		}
+		if c.Verify.MaxConcurrent != old.Verify.MaxConcurrent {
+			d.log.Warn("verify.max_concurrent changed in the config; it takes effect at restart")
+		}
 	}
 	bins, err := pgscratch.FindBins(c.PGBinDir)
 	if err != nil {
@@ -222,7 +228,7 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	if err != nil {
 		return err
 	}
-	reports, err := NewReportStore(ctx, c, d.log, d.opt.Now)
+	reports, err := newReportStore(ctx, c, &d.s3, d.log, d.opt.Now)
 	if err != nil {
 		return err
 	}
@@ -232,12 +238,13 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	fresh := map[string]*targetParts{}
 	d.mu.Lock()
 	current := d.targets
+	sh := &shared{bins: bins, instance: instance, s3: &d.s3, gate: d.gate}
 	d.mu.Unlock()
 	for _, t := range c.Targets {
 		if r, ok := current[t.Name]; ok && reflect.DeepEqual(r.t, t) && r.c.S3 == c.S3 && r.c.PGBinDir == c.PGBinDir && r.c.Drills == c.Drills {
 			continue
 		}
-		p, err := newTarget(ctx, c, t, bins, instance, d.log, d.opt.Now)
+		p, err := newTarget(ctx, c, t, sh, d.log, d.opt.Now)
 		if err != nil {
 			return err
 		}

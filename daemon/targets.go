@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/backupverify/backupverify/config"
@@ -15,12 +16,43 @@ import (
 	"github.com/backupverify/backupverify/verifier/s3source"
 )
 
-// NewSource builds the Source a target's source URL names.
-func NewSource(ctx context.Context, c *config.Config, t config.Target) (verifier.Source, error) {
-	if bucket, prefix, err := config.ParseS3URL(t.Source); err == nil {
-		return s3source.New(ctx, s3Options(c, bucket, prefix))
+// s3Clients hands out one S3 client per set of client options (endpoint,
+// region, path style, retries, timeout), shared by every target and the
+// report upload that use it: one credential chain, one transport, one pool of
+// connections, however many targets there are.
+type s3Clients struct {
+	mu sync.Mutex
+	m  map[s3source.ClientOptions]*s3source.Client
+}
+
+func (sc *s3Clients) get(ctx context.Context, c *config.Config) (*s3source.Client, error) {
+	opt := s3ClientOptions(c)
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if cl, ok := sc.m[opt]; ok {
+		return cl, nil
 	}
-	return filesource.New(config.FilePath(t.Source)), nil
+	cl, err := s3source.NewClient(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
+	if sc.m == nil {
+		sc.m = map[s3source.ClientOptions]*s3source.Client{}
+	}
+	sc.m[opt] = cl
+	return cl, nil
+}
+
+// source builds the Source a target's source URL names.
+func (sc *s3Clients) source(ctx context.Context, c *config.Config, url string) (verifier.Source, error) {
+	if bucket, prefix, err := config.ParseS3URL(url); err == nil {
+		cl, err := sc.get(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		return cl.Source(bucket, prefix), nil
+	}
+	return filesource.New(config.FilePath(url)), nil
 }
 
 // NewWatchers builds a watcher per target of c (or only the one named).
@@ -58,12 +90,13 @@ func newTargets(ctx context.Context, c *config.Config, only string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
+	sh := &shared{bins: bins, instance: instance, s3: &s3Clients{}, gate: verifier.NewGate(c.Verify.MaxConcurrent)}
 	var out []*targetParts
 	for _, t := range c.Targets {
 		if only != "" && t.Name != only {
 			continue
 		}
-		p, err := newTarget(ctx, c, t, bins, instance, log, now)
+		p, err := newTarget(ctx, c, t, sh, log, now)
 		if err != nil {
 			return nil, err
 		}
@@ -81,8 +114,19 @@ type targetParts struct {
 	d *verifier.Driller
 }
 
-func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgscratch.Bins, instance string, log *slog.Logger, now func() time.Time) (*targetParts, error) {
-	src, err := NewSource(ctx, c, t)
+// shared is what every target of a daemon uses alike: the PostgreSQL
+// programs, the instance id, the S3 clients, and the gate bounding
+// verifications at once.
+type shared struct {
+	bins     pgscratch.Bins
+	instance string
+	s3       *s3Clients
+	gate     verifier.Gate
+}
+
+func newTarget(ctx context.Context, c *config.Config, t config.Target, sh *shared, log *slog.Logger, now func() time.Time) (*targetParts, error) {
+	bins, instance := sh.bins, sh.instance
+	src, err := sh.s3.source(ctx, c, t.Source)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
@@ -91,7 +135,7 @@ func newTarget(ctx context.Context, c *config.Config, t config.Target, bins pgsc
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
 	ar := pgscratch.ArchiveReader{Bins: bins}
-	w, err := verifier.NewWatcher(vt, src, ar, c.StateDir, log, now)
+	w, err := verifier.NewWatcher(vt, src, ar, sh.gate, c.StateDir, log, now)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
@@ -158,9 +202,9 @@ func serverScratch(adminDSN string, bins pgscratch.Bins, instance string, log *s
 	return &pgscratch.Server{Bins: bins, AdminDSN: adminDSN, Instance: instance, Log: log, Now: now}
 }
 
-// s3Options are the bucket's client options: the s3 section of c for every bucket.
-func s3Options(c *config.Config, bucket, prefix string) s3source.Options {
-	return s3source.Options{Bucket: bucket, Prefix: prefix, Region: c.S3.Region, Endpoint: c.S3.Endpoint,
+// s3ClientOptions are the client options of every bucket: the s3 section of c.
+func s3ClientOptions(c *config.Config) s3source.ClientOptions {
+	return s3source.ClientOptions{Region: c.S3.Region, Endpoint: c.S3.Endpoint,
 		PathStyle: c.S3.PathStyle, MaxAttempts: c.S3.MaxAttempts, ReadTimeout: c.S3.ReadTimeout.D()}
 }
 
@@ -174,17 +218,21 @@ func newChecker(t verifier.Target) verifier.Checker {
 
 // NewReportStore returns where drill reports of c are kept (and copied to).
 func NewReportStore(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) (*report.Store, error) {
+	return newReportStore(ctx, c, &s3Clients{}, log, now)
+}
+
+func newReportStore(ctx context.Context, c *config.Config, s3c *s3Clients, log *slog.Logger, now func() time.Time) (*report.Store, error) {
 	st := &report.Store{Dir: filepath.Join(c.StateDir, "reports"), Retention: c.Reports.Retention.D(), Log: log, Now: now}
 	if c.Reports.Upload != "" {
 		bucket, prefix, err := config.ParseS3URL(c.Reports.Upload)
 		if err != nil {
 			return nil, err
 		}
-		up, err := s3source.New(ctx, s3Options(c, bucket, prefix))
+		cl, err := s3c.get(ctx, c)
 		if err != nil {
 			return nil, fmt.Errorf("reports.upload: %w", err)
 		}
-		st.Upload = up
+		st.Upload = cl.Source(bucket, prefix)
 	}
 	return st, nil
 }

@@ -60,7 +60,7 @@ func TestDownloadErrorIsRetriedWithBackoff(t *testing.T) {
 	mem := newMem()
 	mem.put("a.sql", sqlDumpAt(t0), t0)
 	src := &flakySource{memSource: mem, fail: map[string]int{}}
-	w, err := NewWatcher(sqlTarget(), src, noArchive{t}, t.TempDir(), discard(), now)
+	w, err := NewWatcher(sqlTarget(), src, noArchive{t}, nil, t.TempDir(), discard(), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestArchiveTimezone(t *testing.T) {
 				VerifyLast: 1, Poll: time.Minute, BackupGrace: time.Minute, RPO: time.Hour, ArchiveTZ: tt.tz}
 			var logs strings.Builder
 			log := slog.New(slog.NewTextHandler(&logs, nil))
-			w, err := NewWatcher(tg, mem, &countingArchive{}, t.TempDir(), log, func() time.Time { return upload.Add(time.Hour) })
+			w, err := NewWatcher(tg, mem, &countingArchive{}, nil, t.TempDir(), log, func() time.Time { return upload.Add(time.Hour) })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -284,7 +284,7 @@ func TestDeletedBackupsDoNotCount(t *testing.T) {
 	mem.put("a.sql", sqlDumpAt(t0), t0)
 	mem.put("b.sql", sqlDumpAt(t0.Add(30*time.Minute)), t0.Add(30*time.Minute))
 	src := &flakySource{memSource: mem, fail: map[string]int{}}
-	w, err := NewWatcher(sqlTarget(), src, noArchive{t}, t.TempDir(), discard(), now)
+	w, err := NewWatcher(sqlTarget(), src, noArchive{t}, nil, t.TempDir(), discard(), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func TestStateWriteErrorsAreReported(t *testing.T) {
 	dir := t.TempDir()
 	mem := newMem()
 	mem.put("a.sql", sqlDumpAt(now().Add(-time.Hour)), now().Add(-time.Hour))
-	w, err := NewWatcher(sqlTarget(), mem, noArchive{t}, dir, discard(), now)
+	w, err := NewWatcher(sqlTarget(), mem, noArchive{t}, nil, dir, discard(), now)
 	if err != nil {
 		t.Fatal(err)
 	}

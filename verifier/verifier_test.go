@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,7 +247,7 @@ func TestWatcherFirstStartAndState(t *testing.T) {
 		VerifyLast: 2, Poll: time.Minute, BackupGrace: time.Minute, RPO: time.Hour}
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	w, err := NewWatcher(tg, src, noArchive{t}, dir, log, now)
+	w, err := NewWatcher(tg, src, noArchive{t}, nil, dir, log, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +266,7 @@ func TestWatcherFirstStartAndState(t *testing.T) {
 		t.Errorf("opens = %d after one new backup, want 3", src.opens)
 	}
 	// Restart: state is read back, nothing is re-read.
-	w2, err := NewWatcher(tg, src, noArchive{t}, dir, log, now)
+	w2, err := NewWatcher(tg, src, noArchive{t}, nil, dir, log, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,5 +287,83 @@ func TestDurationText(t *testing.T) {
 		if got, want := durationText(d), config.Duration(d).String(); got != want {
 			t.Errorf("durationText(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// countingSource counts listings, and the opens in progress at once.
+type countingSource struct {
+	*memSource
+	lists          atomic.Int32
+	open, mostOpen atomic.Int32
+	hold           time.Duration
+}
+
+func (c *countingSource) List(ctx context.Context) ([]Object, error) {
+	c.lists.Add(1)
+	return c.memSource.List(ctx)
+}
+
+func (c *countingSource) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	n := c.open.Add(1)
+	for {
+		m := c.mostOpen.Load()
+		if n <= m || c.mostOpen.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	time.Sleep(c.hold)
+	defer c.open.Add(-1)
+	b, ok := c.objs[key]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// A backup_schedule with no next time (30 February) must not make the watch
+// loop list the source in a tight loop: at most one scan a second.
+func TestWatchLoopNeverSpins(t *testing.T) {
+	src := &countingSource{memSource: &memSource{objs: map[string][]byte{}}}
+	tg := Target{Name: "t", Glob: "*.sql", Match: regexp.MustCompile(`^[^/]*\.sql$`), Checksum: "none",
+		BackupSchedule: "0 0 30 2 *", Poll: time.Minute, BackupGrace: time.Minute, VerifyLast: 1}
+	w, err := NewWatcher(tg, src, noArchive{t}, nil, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	_ = w.Run(ctx)
+	if n := src.lists.Load(); n > 3 {
+		t.Errorf("%d listings in 2.5 s; want at most 3", n)
+	}
+}
+
+// Watchers sharing a Gate verify at most its size at once.
+func TestGateBoundsVerifications(t *testing.T) {
+	gate := NewGate(3)
+	var ws []*Watcher
+	src := &countingSource{memSource: &memSource{objs: map[string][]byte{"a.sql": []byte(plainDump)}, mod: map[string]time.Time{}}, hold: 20 * time.Millisecond}
+	for i := range 40 {
+		tg := Target{Name: fmt.Sprintf("t%d", i), Glob: "*.sql", Match: regexp.MustCompile(`^[^/]*\.sql$`), Checksum: "none",
+			Poll: time.Minute, BackupGrace: time.Minute, VerifyLast: 1}
+		w, err := NewWatcher(tg, src, noArchive{t}, gate, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.Scan(context.Background()) }()
+	}
+	wg.Wait()
+	for _, w := range ws {
+		if w.Status().VerifiedTotal != 1 {
+			t.Fatalf("%s: not verified", w.Name())
+		}
+	}
+	if m := src.mostOpen.Load(); m > 3 || m < 1 {
+		t.Errorf("%d backups read at once through a gate of 3", m)
 	}
 }

@@ -10,10 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/backupverify/backupverify/scheduler"
 )
 
 // Backup statuses in the catalogue.
@@ -94,7 +97,9 @@ type Watcher struct {
 	now     func() time.Time
 	match   *regexp.Regexp
 	sched   cron.Schedule // nil without backup_schedule
-	file    string        // state file
+	plan    scheduler.Poll
+	gate    Gate
+	file    string // state file
 
 	mu       sync.Mutex
 	st       watchState
@@ -136,10 +141,42 @@ func retryWait(poll time.Duration, n int) time.Duration {
 	return min(d, maxRetryWait)
 }
 
+// Gate bounds how many verifications run at once, across every watcher that
+// shares it: a daemon starting with a thousand targets reads a few backups
+// at a time, not a thousand. A nil Gate bounds nothing.
+type Gate chan struct{}
+
+// NewGate lets n verifications run at once; n < 1 means twice the CPUs.
+func NewGate(n int) Gate {
+	if n < 1 {
+		n = 2 * runtime.NumCPU()
+	}
+	return make(Gate, n)
+}
+
+func (g Gate) enter(ctx context.Context) bool {
+	if g == nil {
+		return true
+	}
+	select {
+	case g <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (g Gate) leave() {
+	if g != nil {
+		<-g
+	}
+}
+
 // NewWatcher loads the target's state from stateDir and returns its watcher.
-func NewWatcher(t Target, src Source, ar ArchiveReader, stateDir string, log *slog.Logger, now func() time.Time) (*Watcher, error) {
+// Its verifications pass through gate.
+func NewWatcher(t Target, src Source, ar ArchiveReader, gate Gate, stateDir string, log *slog.Logger, now func() time.Time) (*Watcher, error) {
 	w := &Watcher{
-		target: t, src: src, archive: ar, now: now, match: t.Match,
+		target: t, src: src, archive: ar, gate: gate, now: now, match: t.Match,
 		log:      log.With("target", t.Name),
 		file:     filepath.Join(stateDir, "targets", t.Name, "watch.json"),
 		failures: map[Reason]uint64{},
@@ -154,6 +191,7 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, stateDir string, log *sl
 			return nil, fmt.Errorf("backup_schedule: %w", err)
 		}
 	}
+	w.plan = scheduler.NewPoll(t.Name, t.Poll, w.sched, dueSettle)
 	if err := w.load(); err != nil {
 		return nil, err
 	}
@@ -230,26 +268,12 @@ func WriteFileAtomic(path string, b []byte) error {
 // dueSettle is how long after a scheduled backup time the loop looks again.
 const dueSettle = 5 * time.Second
 
-// Run scans every poll, and just after each time the backup schedule says a
-// backup is due, until ctx ends.
+// Run scans at once, then every poll at the target's own phase within it,
+// and just after each time the backup schedule says a backup is due, until
+// ctx ends (scheduler.Poll plans it, scheduler.Loop runs it).
 func (w *Watcher) Run(ctx context.Context) error {
-	for {
-		w.Scan(ctx)
-		now := w.now()
-		wait := w.target.Poll
-		if w.sched != nil {
-			if d := w.sched.Next(now).Add(dueSettle).Sub(now); d < wait {
-				wait = d
-			}
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+	scheduler.Loop(ctx, w.now, w.plan.Next, w.Scan)
+	return nil
 }
 
 // Scan lists the source once and verifies the backups not seen before,
@@ -396,8 +420,12 @@ func (w *Watcher) pending(b Backup, r Result) bool {
 }
 
 func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
+	if !w.gate.enter(ctx) {
+		return
+	}
 	w.log.Info("verifying backup", "key", b.Key, "size", b.Size, "checksum", b.ChecksumKind)
 	r, err := Verify(ctx, w.src, w.archive, b, w.target.ArchiveTZ, w.now)
+	w.gate.leave()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {

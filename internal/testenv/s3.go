@@ -145,6 +145,8 @@ type FaultProxy struct {
 	stallKey   string
 	gets       map[string]int
 	hook       atomic.Pointer[Hook] // see faults.go
+	// object GETs being answered now, and the most at once
+	getsNow, getsMost int
 }
 
 func newFaultProxy(target *url.URL) *FaultProxy {
@@ -190,9 +192,23 @@ func (fp *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && !r.URL.Query().Has("list-type") {
 		fp.mu.Lock()
 		fp.gets[r.URL.Path]++
+		fp.getsNow++
+		fp.getsMost = max(fp.getsMost, fp.getsNow)
 		fp.mu.Unlock()
+		defer func() {
+			fp.mu.Lock()
+			fp.getsNow--
+			fp.mu.Unlock()
+		}()
 	}
 	fp.rp.ServeHTTP(w, r)
+}
+
+// MostGetsAtOnce is the most object GETs the proxy answered at once.
+func (fp *FaultProxy) MostGetsAtOnce() int {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	return fp.getsMost
 }
 
 // Fail503 makes the next n requests answer 503 SlowDown.

@@ -27,10 +27,8 @@ import (
 	"github.com/backupverify/backupverify/verifier"
 )
 
-// Options say where the bucket is and how patient to be with it.
-type Options struct {
-	Bucket    string
-	Prefix    string // "" or ending in /
+// ClientOptions say where the store is and how patient to be with it.
+type ClientOptions struct {
 	Region    string
 	Endpoint  string // "" for AWS; any S3-compatible store otherwise
 	PathStyle bool
@@ -41,15 +39,40 @@ type Options struct {
 	ReadTimeout time.Duration
 }
 
-// Source lists and reads the objects below a bucket prefix.
-type Source struct {
-	opt    Options
+// Options say where the bucket is and how patient to be with it.
+type Options struct {
+	ClientOptions
+	Bucket string
+	Prefix string // "" or ending in /
+}
+
+// Client is one S3 client (credentials, HTTP transport and its connection
+// pool) that any number of Sources share: the daemon builds one per store,
+// not one per target.
+type Client struct {
+	opt    ClientOptions
 	client *s3.Client
 }
 
-// New builds a client from the AWS default credential chain (environment,
-// shared files, IRSA web identity, instance role).
+// Source lists and reads the objects below a bucket prefix.
+type Source struct {
+	c      *Client
+	bucket string
+	prefix string
+}
+
+// New builds a client and a Source over it; a shortcut for one bucket prefix.
 func New(ctx context.Context, opt Options) (*Source, error) {
+	c, err := NewClient(ctx, opt.ClientOptions)
+	if err != nil {
+		return nil, err
+	}
+	return c.Source(opt.Bucket, opt.Prefix), nil
+}
+
+// NewClient builds a client from the AWS default credential chain
+// (environment, shared files, IRSA web identity, instance role).
+func NewClient(ctx context.Context, opt ClientOptions) (*Client, error) {
 	if opt.MaxAttempts < 1 {
 		opt.MaxAttempts = 5
 	}
@@ -82,17 +105,26 @@ func New(ctx context.Context, opt Options) (*Source, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	return &Source{opt: opt, client: client}, nil
+	return &Client{opt: opt, client: client}, nil
 }
 
-func (s *Source) String() string { return "s3://" + s.opt.Bucket + "/" + s.opt.Prefix }
+// Source returns the objects below bucket/prefix (prefix "" or ending in /)
+// through this client.
+func (c *Client) Source(bucket, prefix string) *Source {
+	return &Source{c: c, bucket: bucket, prefix: prefix}
+}
+
+// Client is the client the Source goes through.
+func (s *Source) Client() *Client { return s.c }
+
+func (s *Source) String() string { return "s3://" + s.bucket + "/" + s.prefix }
 
 // List pages through ListObjectsV2 below the prefix.
 func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
 	var out []verifier.Object
-	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
-		Bucket: aws.String(s.opt.Bucket),
-		Prefix: aws.String(s.opt.Prefix),
+	p := s3.NewListObjectsV2Paginator(s.c.client, &s3.ListObjectsV2Input{
+		Bucket: aws.String(s.bucket),
+		Prefix: aws.String(s.prefix),
 	})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
@@ -100,7 +132,7 @@ func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
 			return nil, fmt.Errorf("list %s: %w", s, describe(err))
 		}
 		for _, o := range page.Contents {
-			key := strings.TrimPrefix(aws.ToString(o.Key), s.opt.Prefix)
+			key := strings.TrimPrefix(aws.ToString(o.Key), s.prefix)
 			if key == "" || strings.HasSuffix(key, "/") {
 				continue
 			}
@@ -119,7 +151,7 @@ func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
 // ReadTimeout is resumed with a ranged GET of the same version (If-Match),
 // at most MaxAttempts times.
 func (s *Source) Open(ctx context.Context, key string) (io.ReadCloser, error) {
-	b := &body{ctx: ctx, s: s, key: s.opt.Prefix + key}
+	b := &body{ctx: ctx, s: s, key: s.prefix + key}
 	if err := b.open(); err != nil {
 		return nil, err
 	}
@@ -130,9 +162,9 @@ func (s *Source) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 // else its x-amz-meta-sha256. A composite (multipart) checksum is not a sha256
 // of the bytes and is ignored.
 func (s *Source) StoredChecksum(ctx context.Context, key string) (string, error) {
-	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{
-		Bucket:       aws.String(s.opt.Bucket),
-		Key:          aws.String(s.opt.Prefix + key),
+	out, err := s.c.client.HeadObject(ctx, &s3.HeadObjectInput{
+		Bucket:       aws.String(s.bucket),
+		Key:          aws.String(s.prefix + key),
 		ChecksumMode: types.ChecksumModeEnabled,
 	})
 	if err != nil {
@@ -174,13 +206,13 @@ type body struct {
 }
 
 func (b *body) open() error {
-	in := &s3.GetObjectInput{Bucket: aws.String(b.s.opt.Bucket), Key: aws.String(b.key)}
+	in := &s3.GetObjectInput{Bucket: aws.String(b.s.bucket), Key: aws.String(b.key)}
 	if b.off > 0 {
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-", b.off))
 		in.IfMatch = aws.String(`"` + b.etag + `"`)
 	}
 	ctx, cancel := context.WithCancel(b.ctx)
-	out, err := b.s.client.GetObject(ctx, in)
+	out, err := b.s.c.client.GetObject(ctx, in)
 	if err != nil {
 		cancel()
 		var nsk *types.NoSuchKey
@@ -218,7 +250,7 @@ func (b *body) Read(p []byte) (int, error) {
 				return 0, err
 			}
 		}
-		b.timer.Reset(b.s.opt.ReadTimeout)
+		b.timer.Reset(b.s.c.opt.ReadTimeout)
 		n, err := b.cur.Read(p)
 		b.timer.Stop()
 		b.off += int64(n)
@@ -233,10 +265,10 @@ func (b *body) Read(p []byte) (int, error) {
 			return n, b.ctx.Err()
 		}
 		if stalled {
-			err = fmt.Errorf("no data for %s (stalled)", b.s.opt.ReadTimeout)
+			err = fmt.Errorf("no data for %s (stalled)", b.s.c.opt.ReadTimeout)
 		}
 		b.attempts++
-		if b.attempts >= b.s.opt.MaxAttempts {
+		if b.attempts >= b.s.c.opt.MaxAttempts {
 			return n, fmt.Errorf("get %s: gave up after %d attempts at byte %d: %w", b.key, b.attempts, b.off, err)
 		}
 		if n > 0 {
@@ -284,15 +316,15 @@ func describe(err error) error {
 // Upload puts body at the source's prefix + key (report copies for audit
 // retention off the host).
 func (s *Source) Upload(ctx context.Context, key string, body []byte) error {
-	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        aws.String(s.opt.Bucket),
-		Key:           aws.String(s.opt.Prefix + key),
+	_, err := s.c.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        aws.String(s.bucket),
+		Key:           aws.String(s.prefix + key),
 		Body:          bytes.NewReader(body),
 		ContentLength: aws.Int64(int64(len(body))),
 		ContentType:   aws.String(contentType(key)),
 	})
 	if err != nil {
-		return fmt.Errorf("put %s: %w", s.opt.Prefix+key, describe(err))
+		return fmt.Errorf("put %s: %w", s.prefix+key, describe(err))
 	}
 	return nil
 }
