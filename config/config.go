@@ -14,6 +14,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -209,7 +210,7 @@ func defaultTarget() Target {
 		Drill: DrillConfig{
 			Schedule: "30 3 * * *",
 			Timeout:  Duration(time.Hour),
-			Jobs:     1,
+			Jobs:     runtime.NumCPU(), // pg_restore -j: one worker per CPU
 			Scratch:  ScratchEmbedded,
 		},
 	}

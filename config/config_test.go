@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ func TestLoadGood(t *testing.T) {
 	}
 	// billing takes every default.
 	if billing.Poll.D() != time.Minute || billing.BackupGrace.D() != 10*time.Minute || billing.Checksum != "auto" ||
-		billing.Manifest != "CHECKSUM" || billing.Match != DefaultMatch || billing.Drill.Jobs != 1 || billing.VerifyLast != 1 {
+		billing.Manifest != "CHECKSUM" || billing.Match != DefaultMatch || billing.Drill.Jobs != runtime.NumCPU() || billing.VerifyLast != 1 {
 		t.Errorf("defaults not applied: %+v", billing)
 	}
 	if !strings.Contains(billing.Drill.Scratch, ":pw@") {

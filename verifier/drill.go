@@ -1,14 +1,10 @@
 package verifier
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -41,6 +37,16 @@ type Scratch interface {
 	// Location says where drills restore, for reports and logs: "embedded"
 	// or "server host:port", never credentials.
 	Location() string
+}
+
+// EarlyScratch is a Scratch whose database can be made before the archive's
+// header is known, so that making it (an embedded cluster's initdb and start)
+// overlaps the download. CheckArchive then refuses an archive the database's
+// server cannot restore, as Create would have.
+type EarlyScratch interface {
+	Scratch
+	CreateEarly(ctx context.Context, target string) (ScratchDB, error)
+	CheckArchive(info ArchiveInfo) error
 }
 
 // ScratchDB is one database a drill created.
@@ -276,10 +282,21 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 
 	var (
 		file     string
+		verified Result
 		db       ScratchDB
-		noSumErr error
 	)
+	// An embedded cluster is made and started while the backup downloads.
+	early, earlyCancel := d.createEarly(ctx)
 	defer func() {
+		if early != nil {
+			if db == nil {
+				earlyCancel() // the drill ended before the restore: not needed
+			}
+			if e := <-early; db == nil {
+				db = e.db
+			}
+		}
+		earlyCancel()
 		if db == nil {
 			return
 		}
@@ -295,13 +312,30 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 		p  Phase
 		fn func(ctx context.Context) error
 	}{
+		// One pass, as the watch loop's: the copy on disk is hashed and its
+		// archive read while it is written.
 		{PhaseDownload, func(ctx context.Context) (err error) {
-			file, noSumErr, err = d.download(ctx, tmp, &r.Backup)
+			file, verified, err = d.download(ctx, tmp, &r.Backup)
 			return err
 		}},
-		{PhaseVerify, func(ctx context.Context) error { return d.verifyFile(ctx, file, noSumErr, &r.Backup) }},
+		{PhaseVerify, func(ctx context.Context) error {
+			if !verified.OK {
+				return fmt.Errorf("%s: %s", verified.Reason, verified.Error)
+			}
+			return nil
+		}},
 		{PhaseRestore, func(ctx context.Context) (err error) {
-			db, err = d.scratch.Create(ctx, d.target.Name, r.Backup.Archive)
+			if early != nil {
+				e := <-early
+				early = nil
+				if e.err != nil {
+					return e.err
+				}
+				db = e.db
+				err = d.scratch.(EarlyScratch).CheckArchive(r.Backup.Archive)
+			} else {
+				db, err = d.scratch.Create(ctx, d.target.Name, r.Backup.Archive)
+			}
 			if err != nil {
 				return err
 			}
@@ -396,16 +430,39 @@ func (d *Driller) record(r DrillResult) {
 	}
 }
 
-// download copies the newest backup into dir, hashing while writing. A
-// missing checksum is returned apart: it fails the verify phase, not this one.
-func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (path string, noSum, err error) {
+type earlyDB struct {
+	db  ScratchDB
+	err error
+}
+
+// createEarly starts making the scratch database in the background when the
+// scratch is an EarlyScratch; the channel yields it once.
+func (d *Driller) createEarly(ctx context.Context) (chan earlyDB, context.CancelFunc) {
+	es, ok := d.scratch.(EarlyScratch)
+	if !ok {
+		return nil, func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	ch := make(chan earlyDB, 1)
+	go func() {
+		db, err := es.CreateEarly(ctx, d.target.Name)
+		ch <- earlyDB{db, err}
+	}()
+	return ch, cancel
+}
+
+// download copies the newest backup into dir while verifying it (Verify's
+// one pass: sha256, the archive read to its end). It fails only when the
+// backup could not be had (download_error); a backup that is had but fails
+// verification fails the verify phase with the returned Result.
+func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (path string, r Result, err error) {
 	objs, err := d.src.List(ctx)
 	if err != nil {
-		return "", nil, fmt.Errorf("list %s: %w", d.src, err)
+		return "", r, fmt.Errorf("list %s: %w", d.src, err)
 	}
 	backups := Discover(objs, &d.target, d.target.Match)
 	if len(backups) == 0 {
-		return "", nil, fmt.Errorf("no backups matching %q in %s", d.target.Glob, d.src)
+		return "", r, fmt.Errorf("no backups matching %q in %s", d.target.Glob, d.src)
 	}
 	nb := backups[0]
 	// A backup whose manifest or sidecar is not there yet, and that is
@@ -426,66 +483,26 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 		d.log.Info("skipping a backup still being written", "key", b.Key)
 	}
 	b.Key, b.ETag, b.Size, b.LastModified = nb.Key, nb.ETag, nb.Size, nb.LastModified
-	b.Expected, b.ChecksumFrom, err = expectedChecksum(ctx, d.src, nb)
-	if errors.Is(err, errMissingChecksum) {
-		noSum, err = err, nil
-	}
-	if err != nil {
-		return "", nil, err
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", nil, err
+		return "", r, err
 	}
 	path = filepath.Join(dir, "backup"+archiveExt(nb.Key))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", nil, err
+		return "", r, err
 	}
-	body, err := d.src.Open(ctx, nb.Key)
-	if err != nil {
-		f.Close()
-		return "", nil, fmt.Errorf("open %s: %w", nb.Key, err)
-	}
-	defer body.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	r, err = VerifyTo(ctx, d.src, d.archive, nb, d.target.ArchiveTZ, d.now, f)
+	if cerr := f.Close(); err == nil && cerr != nil && r.OK {
+		r.OK, r.Reason, r.Error = false, ReasonDownloadError, fmt.Sprintf("write a copy of %s: %v", nb.Key, cerr)
 	}
 	if err != nil {
-		return "", nil, fmt.Errorf("download %s after %d bytes: %w", nb.Key, n, err)
+		return "", r, err // cancelled
 	}
-	if n != nb.Size {
-		return "", nil, fmt.Errorf("download %s: got %d bytes, the listing says %d", nb.Key, n, nb.Size)
+	b.SHA256, b.Expected, b.ChecksumFrom, b.Archive, b.Created = r.SHA256, r.Expected, r.ChecksumFrom, r.Archive, r.Created
+	if r.Reason == ReasonDownloadError {
+		return "", r, errors.New(r.Error)
 	}
-	b.SHA256 = hex.EncodeToString(h.Sum(nil))
-	return path, noSum, nil
-}
-
-// verifyFile checks the downloaded file's sha256 and reads the archive to its
-// end, as the watch loop does.
-func (d *Driller) verifyFile(ctx context.Context, path string, noSum error, b *DrillBackup) error {
-	if noSum != nil {
-		return fmt.Errorf("%s: %w", ReasonMissingChecksum, noSum)
-	}
-	if b.Expected != "" && b.Expected != b.SHA256 {
-		return fmt.Errorf("%s: sha256 of %s is %s, %s says %s", ReasonMismatch, b.Key, b.SHA256, b.ChecksumFrom, b.Expected)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	info, _, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), d.archive)
-	info = info.InZone(d.target.ArchiveTZ)
-	b.Archive = info
-	r := Result{Archive: info, LastModified: b.LastModified}
-	r.setCreated(d.now)
-	b.Created = r.Created
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", ReasonUnreadableArchive, b.Key, err)
-	}
-	return nil
+	return path, r, nil
 }
 
 func archiveExt(key string) string {

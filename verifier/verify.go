@@ -61,6 +61,13 @@ const futureSlack = time.Minute
 // zone-less time is read in tz (nil: UTC). It returns an error only when ctx
 // was cancelled; every other failure is in the Result.
 func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time) (Result, error) {
+	return VerifyTo(ctx, src, ar, b, tz, now, nil)
+}
+
+// VerifyTo is Verify that also writes every byte it reads to w, when w is
+// not nil: a drill keeps its copy for the restore while verifying it, in the
+// same single pass. A failed write fails the Result as download_error.
+func VerifyTo(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time, w io.Writer) (Result, error) {
 	start := now()
 	r := Result{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Started: start}
 	fail := func(reason Reason, err error) (Result, error) {
@@ -90,7 +97,12 @@ func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *tim
 	rec := &errRecorder{r: body}
 	h := sha256.New()
 	counted := &countingWriter{}
-	br := bufio.NewReaderSize(io.TeeReader(rec, io.MultiWriter(h, counted)), 256<<10)
+	sinks := []io.Writer{h, counted}
+	copyTo := &errWriter{w: w}
+	if w != nil {
+		sinks = append(sinks, copyTo)
+	}
+	br := bufio.NewReaderSize(io.TeeReader(rec, io.MultiWriter(sinks...)), 256<<10)
 
 	info, reader, archiveErr := readArchive(ctx, br, ar)
 	r.Archive, r.Reader = info.InZone(tz), reader
@@ -105,6 +117,8 @@ func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *tim
 	switch {
 	case rec.err != nil:
 		return fail(ReasonDownloadError, fmt.Errorf("read %s after %d bytes: %w", b.Key, counted.n, rec.err))
+	case copyTo.err != nil:
+		return fail(ReasonDownloadError, fmt.Errorf("write a copy of %s: %w", b.Key, copyTo.err))
 	case counted.n != b.Size && b.Size > 0:
 		return fail(ReasonDownloadError, fmt.Errorf("read %s: got %d bytes, the listing says %d (replaced while reading?)", b.Key, counted.n, b.Size))
 	case expected != "" && r.SHA256 != expected:
@@ -255,6 +269,20 @@ func (e *errRecorder) Read(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
+}
+
+// errWriter writes to w until it fails, then remembers the error and drops
+// the rest, so that a full disk is not taken for a broken archive.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err == nil {
+		_, e.err = e.w.Write(p)
+	}
+	return len(p), nil
 }
 
 type countingWriter struct{ n int64 }

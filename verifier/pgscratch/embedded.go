@@ -103,11 +103,29 @@ func (e *Embedded) prepare() error {
 
 // Create implements verifier.Scratch.
 func (e *Embedded) Create(ctx context.Context, target string, info verifier.ArchiveInfo) (verifier.ScratchDB, error) {
+	if err := e.CheckArchive(info); err != nil {
+		return nil, err
+	}
+	return e.CreateEarly(ctx, target)
+}
+
+// CheckArchive implements verifier.EarlyScratch: there must be server
+// programs at least as new as the archive's pg_dump. CreateEarly runs the
+// newest installed, which is what Pick chooses for any archive it accepts.
+func (e *Embedded) CheckArchive(info verifier.ArchiveInfo) error {
 	bins, err := e.Bins.Pick(dumpMajor(info), true)
 	if err != nil {
-		return nil, fmt.Errorf("the archive was made by pg_dump %s: %w", info.DumpVersion, err)
+		return fmt.Errorf("the archive was made by pg_dump %s: %w", info.DumpVersion, err)
 	}
-	if err := checkMajor(info, bins.Major, "the embedded scratch cluster ("+bins.Dir+")"); err != nil {
+	return checkMajor(info, bins.Major, "the embedded scratch cluster ("+bins.Dir+")")
+}
+
+// CreateEarly implements verifier.EarlyScratch: initdb, start and the
+// database, with the newest server programs installed, before the archive's
+// header is known, so that a drill does it while the backup downloads.
+func (e *Embedded) CreateEarly(ctx context.Context, target string) (verifier.ScratchDB, error) {
+	bins, err := e.Bins.Pick(0, true)
+	if err != nil {
 		return nil, err
 	}
 	if err := e.prepare(); err != nil {
