@@ -4,7 +4,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X github.com/prometheus/common/version.Version=$(VERSION) -X github.com/prometheus/common/version.Revision=$(REVISION)
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build test deps lint quickstart bench bench-drill generate soak clean
+.PHONY: all build test deps lint quickstart bench bench-verify bench-drill bench-scale generate soak clean
 
 all: build
 
@@ -43,9 +43,18 @@ quickstart:
 	CGO_ENABLED=0 $(GO) build -o $(QUICKSTART_BIN) ./cmd/backupverify-quickstart
 	$(QUICKSTART_BIN) $(QUICKSTART_FLAGS)
 
-## bench: verify-pass benchmark of a ~1 GiB dump on the local S3 server, against its baselines
+## bench: one table: the drill against the manual sequence, the verify pass against
+## pg_restore -f /dev/null, peak RSS at two dump sizes, and the 1,000-target scale run
 bench: deps
+	./scripts/bench.sh
+
+## bench-verify: verify-pass benchmark of a ~1 GiB dump on the local S3 server, against its baselines
+bench-verify: deps
 	./scripts/bench-verify.sh
+
+## bench-scale: 1,000 S3 targets in one daemon: time to all verified, steady CPU, peak RSS, scrape
+bench-scale: deps
+	$(GO) test -run '^$$' -bench BenchmarkScale -benchtime 1x -timeout 30m ./cmd/backupverify/
 
 ## generate: alerts.yaml and deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/alerts.in.yaml,
 ## with JOB (the scrape job's name, default backupverify) in BackupVerifyDown/Absent
