@@ -37,6 +37,7 @@ YAML
   rows+=("$(python3 - "$W/drill-$j.json" "$j" "$(cat "$W/rss")" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))[0]
+r = r.get("drill", r)  # a report holds the drill
 ph = {p["phase"]: p["seconds"] for p in r["phases"]}
 print("| %5s | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f | %6.1f |" % (sys.argv[2], r["rto_seconds"],
   ph.get("download", 0), ph.get("verify", 0), ph.get("restore", 0), ph.get("checks", 0), int(sys.argv[3]) / 1024))

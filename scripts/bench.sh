@@ -69,11 +69,20 @@ YAML
 done
 BIG=$(stat -c %s "$W/big.dump")
 
-# stamp CMD...: wall seconds into $W/secs, peak RSS KiB of CMD itself into $W/kib.
+# stamp CMD...: wall seconds into $W/secs, and the peak RSS (VmHWM, KiB) of CMD's own process,
+# not its children's (pg_restore, initdb), into $W/kib, sampled every 50 ms until it exits.
 stamp() {
-  /usr/bin/time -f "%e %M" -o "$W/t" "$@" >"$W/out" 2>"$W/err" || { cat "$W/err" "$W/out" | tail -20; exit 1; }
-  read -r secs kib < "$W/t"
-  echo "$secs" > "$W/secs"
+  local t0 kib=0 v
+  t0=$(date +%s.%N)
+  "$@" >"$W/out" 2>"$W/err" &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    v=$(awk '/^VmHWM/{print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$v" ] && kib=$v
+    sleep 0.05
+  done
+  wait "$pid" || { tail -20 "$W/err" "$W/out"; exit 1; }
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f\n", b-a}' > "$W/secs"
   echo "$kib" > "$W/kib"
 }
 
@@ -85,6 +94,7 @@ drill() {
   python3 - "$W/out" "$(cat "$W/kib")" >> "$W/drill-$tag" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))[0]
+r = r.get("drill", r)  # a report holds the drill
 assert r["ok"], r.get("error")
 ph = {p["phase"]: p["seconds"] for p in r["phases"]}
 print(r["rto_seconds"], ph.get("download", 0), ph.get("verify", 0), ph.get("restore", 0), ph.get("checks", 0), sys.argv[2])
@@ -92,6 +102,7 @@ PY
 }
 
 manual_seq() {
+  set -euo pipefail
   rm -rf "$W/manual" && mkdir -p "$W/manual"
   s3cmd cp "s3://bench/big/2026-01-01T0000Z/backup.dump" "$W/manual/backup.dump"
   s3cmd cp "s3://bench/big/2026-01-01T0000Z/CHECKSUM" "$W/manual/CHECKSUM"
@@ -108,7 +119,7 @@ cat "$W/big.dump" >/dev/null
 echo "bench: drill vs manual sequence, $RUNS runs each, alternating (jobs $JOBS)"
 for i in $(seq "$RUNS"); do
   drill "$W/backupverify" big after
-  stamp bash -c manual_seq; cat "$W/secs" >> "$W/manual"
+  stamp bash -c manual_seq; cat "$W/secs" >> "$W/manual-secs"
   if [ -n "$BEFORE" ]; then drill "$W/backupverify-before" big before; fi
 done
 drill "$W/backupverify" small small
@@ -136,7 +147,7 @@ def rows(name):
     return [list(map(float, l.split())) for l in open(p)] if os.path.exists(p) else []
 med = lambda xs: statistics.median(xs)
 runs_s = lambda xs: " / ".join("%.1f" % x for x in xs)
-d, m = rows("drill-after"), [r[0] for r in rows("manual")]
+d, m = rows("drill-after"), [r[0] for r in rows("manual-secs")]
 v, pr = rows("verify-big"), rows("pgrestore")
 ds, vs = rows("drill-small"), rows("verify-small")
 MiB = lambda b: int(b) / 1048576
