@@ -38,15 +38,16 @@ func BenchmarkScale(b *testing.B) {
 	pg.CreateSample(b, "crm", 100)
 	dir := b.TempDir()
 	bin := filepath.Join(dir, "backupverify")
-	// BENCH_SCALE_HEAP=FILE saves a heap profile once all are verified.
-	heapFile := os.Getenv("BENCH_SCALE_HEAP")
+	// BENCH_SCALE_HEAP=FILE saves a heap profile once all are verified;
+	// BENCH_SCALE_CPU=FILE a CPU profile of the steady window.
+	heapFile, cpuFile := os.Getenv("BENCH_SCALE_HEAP"), os.Getenv("BENCH_SCALE_CPU")
 	build := exec.Command("go", "build", "-o", bin)
 	if pkg := os.Getenv("BENCH_SCALE_PKG"); pkg != "" {
 		// Another tree's daemon, e.g. a checkout of an older commit to compare.
 		build.Dir = pkg
 	}
 	pprofAddr := ""
-	if heapFile != "" {
+	if heapFile != "" || cpuFile != "" {
 		build.Args = append(build.Args, "-tags", "pprofdebug")
 		pprofAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
 	}
@@ -115,7 +116,13 @@ func BenchmarkScale(b *testing.B) {
 			}
 		}
 		cpu0, t0 := cpuSeconds(b, pid), time.Now()
-		time.Sleep(steady)
+		if cpuFile != "" {
+			if p, err := fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, int(steady.Seconds()))); err == nil {
+				_ = os.WriteFile(cpuFile, p, 0o644)
+			}
+		} else {
+			time.Sleep(steady)
+		}
 		cpuPct := 100 * (cpuSeconds(b, pid) - cpu0) / time.Since(t0).Seconds()
 		var scrapes []time.Duration
 		var series int
