@@ -342,6 +342,13 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 			r.Database, r.ServerVersion = db.Name(), db.ServerVersion()
 			r.Restore, err = db.Restore(ctx, file, r.Backup.Archive,
 				RestoreOptions{Jobs: d.target.Drill.Jobs, AllowErrors: d.target.Drill.AllowErrors})
+			if err != nil && verified.Reader == "" && ctx.Err() == nil {
+				// The archive was not read before the restore: was it the
+				// archive that failed?
+				if reader, aerr := ReadArchiveFile(ctx, file, d.archive); aerr != nil {
+					err = unreadableError{fmt.Errorf("%s: %s (read by %s after the restore failed): %w", ReasonUnreadableArchive, r.Backup.Key, reader, aerr)}
+				}
+			}
 			if rmErr := os.Remove(file); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
 				d.log.Warn("remove downloaded backup", "file", file, "err", rmErr)
 			}
@@ -379,6 +386,15 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 			pr.Error = err.Error()
 		}
 		r.Phases = append(r.Phases, pr)
+		var unreadable unreadableError
+		if errors.As(err, &unreadable) {
+			// A broken archive is the backup's fault: the verify phase fails.
+			if v := r.Phase(PhaseVerify); v != nil {
+				v.OK, v.Error = false, err.Error()
+			}
+			r.FailedPhase, r.Error = PhaseVerify, err.Error()
+			break
+		}
 		if err != nil {
 			r.FailedPhase, r.Error = ph.p, err.Error()
 			break
@@ -429,6 +445,11 @@ func (d *Driller) record(r DrillResult) {
 		}
 	}
 }
+
+// unreadableError is a restore failure whose archive, read afterwards, is broken.
+type unreadableError struct{ error }
+
+func (e unreadableError) Unwrap() error { return e.error }
 
 type earlyDB struct {
 	db  ScratchDB
@@ -491,7 +512,9 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 	if err != nil {
 		return "", r, err
 	}
-	r, err = VerifyTo(ctx, d.src, d.archive, nb, d.target.ArchiveTZ, d.now, f)
+	// Custom format: only the header now; the restore reads every block,
+	// and a failed restore is told apart from a broken archive then.
+	r, err = VerifyTo(ctx, d.src, d.archive, nb, d.target.ArchiveTZ, d.now, CopyOptions{To: f, HeaderOnly: true})
 	if cerr := f.Close(); err == nil && cerr != nil && r.OK {
 		r.OK, r.Reason, r.Error = false, ReasonDownloadError, fmt.Sprintf("write a copy of %s: %v", nb.Key, cerr)
 	}

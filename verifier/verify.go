@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/backupverify/backupverify/verifier/pgdump"
@@ -61,13 +62,27 @@ const futureSlack = time.Minute
 // zone-less time is read in tz (nil: UTC). It returns an error only when ctx
 // was cancelled; every other failure is in the Result.
 func Verify(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time) (Result, error) {
-	return VerifyTo(ctx, src, ar, b, tz, now, nil)
+	return VerifyTo(ctx, src, ar, b, tz, now, CopyOptions{})
 }
 
-// VerifyTo is Verify that also writes every byte it reads to w, when w is
-// not nil: a drill keeps its copy for the restore while verifying it, in the
-// same single pass. A failed write fails the Result as download_error.
-func VerifyTo(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time, w io.Writer) (Result, error) {
+// CopyOptions say what VerifyTo does besides verifying.
+type CopyOptions struct {
+	// To, when not nil, receives every byte read: a drill keeps its copy
+	// for the restore, in the same single pass. A failed write fails the
+	// Result as download_error.
+	To io.Writer
+	// HeaderOnly reads only a custom-format archive's header, for a
+	// caller whose restore reads every block next (Result.Reader is then
+	// ""); it calls ReadArchiveFile to tell a broken archive from a failed
+	// restore. Plain SQL is always read to its end: psql would run a
+	// truncated script without complaint.
+	HeaderOnly bool
+}
+
+// VerifyTo is Verify with a copy of the bytes, or with the archive read
+// left to the restore that follows (see CopyOptions).
+func VerifyTo(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time, opt CopyOptions) (Result, error) {
+	w := opt.To
 	start := now()
 	r := Result{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Started: start}
 	fail := func(reason Reason, err error) (Result, error) {
@@ -104,7 +119,16 @@ func VerifyTo(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *t
 	}
 	br := bufio.NewReaderSize(io.TeeReader(rec, io.MultiWriter(sinks...)), 256<<10)
 
-	info, reader, archiveErr := readArchive(ctx, br, ar)
+	var (
+		info       ArchiveInfo
+		reader     string
+		archiveErr error
+	)
+	if head := peek(br, 8192); opt.HeaderOnly && bytes.HasPrefix(head, []byte("PGDMP")) {
+		info, archiveErr = parseCustomHeader(head)
+	} else {
+		info, reader, archiveErr = readArchive(ctx, br, ar)
+	}
 	r.Archive, r.Reader = info.InZone(tz), reader
 	// Whatever the archive reader left (it stops early on a broken archive)
 	// is still hashed, so a bit flip is told apart from a broken dump.
@@ -169,6 +193,18 @@ func (r Result) LikelyOffset(tz *time.Location) string {
 		sign, total = "-", -total
 	}
 	return fmt.Sprintf("UTC%s%02d:%02d", sign, int(total.Hours()), int(total.Minutes())%60)
+}
+
+// ReadArchiveFile reads a local copy of an archive to its end, as Verify
+// reads a backup, and says which reader did.
+func ReadArchiveFile(ctx context.Context, path string, ar ArchiveReader) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	_, reader, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), ar)
+	return reader, err
 }
 
 // Archive readers, as Result.Reader names them.
