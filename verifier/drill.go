@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -303,6 +304,11 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 		// The drill's context may be cancelled: drop with a fresh deadline.
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer ccancel()
+		defer func() {
+			if v := recover(); v != nil {
+				d.log.Error("drop scratch database panicked", "database", db.Name(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+		}()
 		if err := db.Close(cctx); err != nil {
 			d.log.Error("drop scratch database failed", "database", db.Name(), "err", err)
 		}
@@ -373,7 +379,7 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 	}
 	for _, ph := range phases {
 		pr := PhaseResult{Phase: ph.p, Started: d.now()}
-		err := ph.fn(ctx)
+		err := d.runPhase(ctx, ph.p, ph.fn)
 		if err == nil && ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -416,6 +422,19 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 	}
 	d.record(r)
 	return r
+}
+
+// runPhase runs one phase; a panic in it (a parser or driver bug met by a
+// hostile backup) fails that phase, with its stack in the log, and the drill
+// still cleans up after itself.
+func (d *Driller) runPhase(ctx context.Context, p Phase, fn func(context.Context) error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			d.log.Error("drill phase panicked", "phase", p, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error in phase %s: panic: %v", p, v)
+		}
+	}()
+	return fn(ctx)
 }
 
 func (d *Driller) record(r DrillResult) {

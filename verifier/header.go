@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"time"
 )
@@ -55,14 +56,20 @@ func parseCustomHeader(b []byte) (ArchiveInfo, error) {
 	}
 	pos := 11
 	readInt := func() (int, error) {
-		if pos+1+intSize > len(b) {
+		if pos < 0 || 1+intSize > len(b)-pos {
 			return 0, errShortHeader
 		}
 		neg := b[pos] != 0
 		var buf [8]byte
 		copy(buf[:], b[pos+1:pos+1+intSize])
-		v := int(binary.LittleEndian.Uint64(buf[:]))
+		u := binary.LittleEndian.Uint64(buf[:])
 		pos += 1 + intSize
+		// No length or date field of a real header comes near 2^31: a bigger
+		// value is a hostile or broken archive, not a number to compute with.
+		if u > math.MaxInt32 {
+			return 0, fmt.Errorf("archive header holds an impossible integer %d", u)
+		}
+		v := int(u)
 		if neg {
 			v = -v
 		}
@@ -76,7 +83,7 @@ func parseCustomHeader(b []byte) (ArchiveInfo, error) {
 		if n < 0 {
 			return "", nil
 		}
-		if pos+n > len(b) {
+		if n > len(b)-pos {
 			return "", errShortHeader
 		}
 		s := string(b[pos : pos+n])
@@ -84,7 +91,7 @@ func parseCustomHeader(b []byte) (ArchiveInfo, error) {
 		return s, nil
 	}
 	if vmin >= 15 {
-		pos++ // compression algorithm, one byte
+		pos++ // compression algorithm, one byte; readInt checks what follows
 	} else if _, err := readInt(); err != nil { // compression level
 		return info, err
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/backupverify/backupverify/verifier/pgdump"
@@ -41,6 +42,9 @@ type Result struct {
 	OK        bool      `json:"ok"`
 	Reason    Reason    `json:"reason,omitempty"`
 	Error     string    `json:"error,omitempty"`
+	// Stack is the goroutine stack of a panic recovered while verifying,
+	// for the log; it is never persisted or shown.
+	Stack string `json:"-"`
 }
 
 // Seconds is a duration written as fractional seconds in JSON.
@@ -81,10 +85,24 @@ type CopyOptions struct {
 
 // VerifyTo is Verify with a copy of the bytes, or with the archive read
 // left to the restore that follows (see CopyOptions).
-func VerifyTo(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time, opt CopyOptions) (Result, error) {
+//
+// A panic while reading (a parser bug met by a hostile archive) is recovered
+// and recorded as unreadable_archive, with its stack in Result.Stack: one bad
+// backup never takes the watch loop down with it.
+func VerifyTo(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time, opt CopyOptions) (res Result, err error) {
 	w := opt.To
 	start := now()
 	r := Result{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Started: start}
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = r, nil
+			res.OK, res.Reason = false, ReasonUnreadableArchive
+			res.Error = fmt.Sprintf("%s: internal error while reading the backup: panic: %v", b.Key, p)
+			res.Stack = string(debug.Stack())
+			res.Duration = secondsOf(now().Sub(start))
+			res.setCreated(now)
+		}
+	}()
 	fail := func(reason Reason, err error) (Result, error) {
 		if ctx.Err() != nil {
 			return r, ctx.Err()

@@ -475,7 +475,11 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 	} else {
 		rec.Status, rec.Reason = StatusFailed, r.Reason
 		w.failures[r.Reason]++
-		w.log.Error("backup failed verification", "key", b.Key, "reason", r.Reason, "err", r.Error)
+		if r.Stack != "" {
+			w.log.Error("backup failed verification", "key", b.Key, "reason", r.Reason, "err", r.Error, "stack", r.Stack)
+		} else {
+			w.log.Error("backup failed verification", "key", b.Key, "reason", r.Reason, "err", r.Error)
+		}
 	}
 	w.st.Catalogue[b.ID()] = rec
 	if newest {
@@ -496,7 +500,11 @@ func (w *Watcher) VerifyNewest(ctx context.Context) (Result, error) {
 	if len(backups) == 0 {
 		return Result{}, fmt.Errorf("no backups matching %q in %s", w.target.Glob, w.src)
 	}
-	return Verify(ctx, w.src, w.archive, backups[0], w.target.ArchiveTZ, w.now)
+	r, err := Verify(ctx, w.src, w.archive, backups[0], w.target.ArchiveTZ, w.now)
+	if r.Stack != "" {
+		w.log.Error("verification panicked", "key", r.Key, "err", r.Error, "stack", r.Stack)
+	}
+	return r, err
 }
 
 // Status returns a snapshot; Missed is computed against the clock now.
