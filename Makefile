@@ -4,7 +4,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X github.com/prometheus/common/version.Version=$(VERSION) -X github.com/prometheus/common/version.Revision=$(REVISION)
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build test deps lint quickstart bench bench-verify bench-drill bench-scale generate soak clean
+.PHONY: all build test deps lint fuzz quickstart bench bench-verify bench-drill bench-scale generate soak clean
 
 all: build
 
@@ -17,6 +17,21 @@ build:
 test: deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd deploy && $(GO) test -count=1 -timeout 10m ./...
+	$(MAKE) fuzz
+
+# Each fuzz target, its package and its committed seed corpus (testdata/fuzz/).
+FUZZ_TARGETS := FuzzArchiveHeader:./verifier FuzzFindSum:./verifier \
+	FuzzParse:./config FuzzGlob:./config \
+	FuzzRestrictFilter:./verifier/pgscratch FuzzParseRestoreErrors:./verifier/pgscratch
+FUZZTIME ?= 5s
+
+## fuzz: run each fuzz target for FUZZTIME (5s) beyond its seed corpus; a crasher is written to testdata/fuzz/
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  name=$${t%%:*}; pkg=$${t#*:}; \
+	  echo "fuzz $$name ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
 
 ## deps: PostgreSQL, Prometheus/promtool and versitygw, where missing
 deps:

@@ -39,7 +39,9 @@ func CompileGlob(glob string) (*regexp.Regexp, error) {
 		case c == ',' && depth > 0:
 			b.WriteString("|")
 		default:
-			b.WriteString(regexp.QuoteMeta(string(c)))
+			// glob[i:i+1], not string(c): a byte of a multi-byte
+			// character must stay that byte, not become the rune c.
+			b.WriteString(regexp.QuoteMeta(glob[i : i+1]))
 		}
 	}
 	if depth != 0 {
