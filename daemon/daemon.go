@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"reflect"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -64,6 +66,7 @@ type Daemon struct {
 	reg   *metrics.Registry
 	ready atomic.Bool
 
+	applyMu sync.Mutex // one apply at a time
 	mu      sync.Mutex
 	cfg     *config.Config
 	targets map[string]*running
@@ -127,6 +130,11 @@ func (d *Daemon) Run(ctx context.Context, routes func(*http.ServeMux)) error {
 	if err := checkWritable(d.cfg.StateDir); err != nil {
 		return err
 	}
+	release, err := LockStateDir(d.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	ln, err := net.Listen("tcp", d.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", d.cfg.Listen, err)
@@ -201,8 +209,14 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	return nil
 }
 
-// apply starts, restarts and stops target loops to match c.
+// apply starts, restarts and stops target loops to match c. It reconciles in
+// place: a changed target's drill schedule is re-planned without losing its
+// busy flag (a drill in progress finishes and no second one starts beside
+// it), only removed targets are unscheduled, and the daemon's lock is never
+// held while waiting for a loop to stop, so /metrics answers throughout.
 func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
 	d.mu.Lock()
 	old := d.cfg
 	d.mu.Unlock()
@@ -237,7 +251,7 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	// failure leaves the old set untouched.
 	fresh := map[string]*targetParts{}
 	d.mu.Lock()
-	current := d.targets
+	current := maps.Clone(d.targets)
 	sh := &shared{bins: bins, instance: instance, s3: &d.s3, gate: d.gate}
 	d.mu.Unlock()
 	for _, t := range c.Targets {
@@ -254,18 +268,35 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 	for _, t := range c.Targets {
 		keep[t.Name] = true
 	}
+	// Stop the watch loops of removed and changed targets, and wait for
+	// them without the lock. Their rows stay on /metrics meanwhile.
+	var stopping []*running
+	for name, r := range current {
+		if !keep[name] || fresh[name] != nil {
+			r.cancel()
+			stopping = append(stopping, r)
+		}
+	}
+	for _, r := range stopping {
+		<-r.done
+	}
+	for name, p := range fresh {
+		if r, ok := current[name]; ok {
+			p.d.Continue(r.d)
+			if err := p.w.Continue(r.w); err != nil {
+				d.log.Error("reload: read the watch state again", "target", name, "err", err)
+			}
+		}
+	}
+
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for name, r := range d.targets {
-		if !keep[name] || fresh[name] != nil {
-			// A drill in progress finishes; the watch loop stops now.
+	for name := range current {
+		if !keep[name] {
+			// A drill in progress finishes.
 			d.sched.Remove(name)
-			r.cancel()
-			<-r.done
 			delete(d.targets, name)
-			if !keep[name] {
-				d.log.Info("target removed", "target", name)
-			}
+			d.log.Info("target removed", "target", name)
 		}
 	}
 	for _, t := range c.Targets {
@@ -273,9 +304,8 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 		if p == nil {
 			continue
 		}
-		if err := d.sched.Set(t.Name, c.ScheduleSpec(t.Drill.Schedule), func(ctx context.Context, trigger string) {
-			DrillAndReport(ctx, p.d, d.Reports(), trigger, d.log)
-		}); err != nil {
+		// Set keeps the busy flag of a job of the same name.
+		if err := d.sched.Set(t.Name, c.ScheduleSpec(t.Drill.Schedule), d.drillJob(p)); err != nil {
 			return fmt.Errorf("target %s: drill.schedule: %w", t.Name, err)
 		}
 		p.w.OnSaveError = d.reg.StateWriteErrors.Inc
@@ -286,7 +316,6 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 				d.log.Warn("catch-up drill not started", "target", t.Name, "err", err)
 			}
 		}
-		w := p.w
 		tctx, cancel := context.WithCancel(ctx)
 		r := &running{t: t, c: c, targetParts: p, cancel: cancel, done: make(chan struct{})}
 		d.targets[t.Name] = r
@@ -294,12 +323,7 @@ func (d *Daemon) apply(ctx context.Context, c *config.Config) error {
 		go func() {
 			defer d.wg.Done()
 			defer close(r.done)
-			defer func() {
-				if p := recover(); p != nil {
-					d.log.Error("watch loop panicked", "target", t.Name, "panic", fmt.Sprint(p))
-				}
-			}()
-			_ = w.Run(tctx)
+			d.supervise(tctx, "watch", t.Name, p.w.Run)
 		}()
 	}
 	d.cfg, d.reports = c, reports
@@ -318,6 +342,59 @@ func catchUpDue(last *verifier.DrillResult, since time.Time, interval time.Durat
 		ref = last.Started
 	}
 	return !ref.IsZero() && now.Sub(ref) >= interval
+}
+
+// drillJob is the scheduled job of a target: a drill and its report. A panic
+// that escapes them is logged with its stack and counted; the schedule goes on.
+func (d *Daemon) drillJob(p *targetParts) scheduler.Job {
+	return func(ctx context.Context, trigger string) {
+		defer func() {
+			if v := recover(); v != nil {
+				d.reg.LoopRestarts.WithLabelValues("drill").Inc()
+				d.log.Error("drill job panicked", "target", p.d.Name(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+		}()
+		DrillAndReport(ctx, p.d, d.Reports(), trigger, d.log)
+	}
+}
+
+// loopBackoff bounds how fast a crashing loop is restarted.
+var loopBackoff = struct{ min, max time.Duration }{time.Second, time.Minute}
+
+// supervise runs fn until ctx ends. When fn returns or panics before that,
+// it is restarted after a backoff that doubles up to a minute, and counted
+// in backupverify_loop_restarts_total{loop}.
+func (d *Daemon) supervise(ctx context.Context, loop, target string, fn func(context.Context) error) {
+	wait := loopBackoff.min
+	for {
+		stack, err := runRecovered(ctx, fn)
+		if ctx.Err() != nil {
+			return
+		}
+		d.reg.LoopRestarts.WithLabelValues(loop).Inc()
+		d.log.Error("loop exited unexpectedly; restarting", "loop", loop, "target", target, "err", err,
+			"stack", stack, "restart_in", wait.String())
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, loopBackoff.max)
+	}
+}
+
+func runRecovered(ctx context.Context, fn func(context.Context) error) (stack string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			stack, err = string(debug.Stack()), fmt.Errorf("panic: %v", v)
+		}
+	}()
+	if err := fn(ctx); err != nil {
+		return "", err
+	}
+	return "", errors.New("returned before it was stopped")
 }
 
 // Reports returns where drill reports are kept; nil before Run.

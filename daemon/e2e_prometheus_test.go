@@ -205,7 +205,7 @@ var specMetrics = []string{
 	"backupverify_rto_seconds", "backupverify_rto_target_seconds", "backupverify_drill_phase_seconds",
 	"backupverify_drill_backup_timestamp_seconds", "backupverify_drill_interval_seconds",
 	"backupverify_drill_in_progress", "backupverify_next_drill_timestamp_seconds",
-	"backupverify_check_ok", "backupverify_check_value",
+	"backupverify_check_ok", "backupverify_check_value", "backupverify_loop_restarts_total",
 }
 
 // TestMetricNamesMatchSpec: after a verification and a drill with checks,

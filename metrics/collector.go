@@ -22,7 +22,7 @@ type Snapshotter interface {
 
 // names lists every backupverify_* metric, in the order declared.
 var names = []string{ns + "_build_info", ns + "_config_last_reload_successful", ns + "_config_last_reload_success_timestamp_seconds",
-	ns + "_state_write_errors_total", ns + "_report_errors_total"}
+	ns + "_state_write_errors_total", ns + "_report_errors_total", ns + "_loop_restarts_total"}
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	names = append(names, ns+"_"+name)
@@ -223,6 +223,9 @@ type Registry struct {
 	// ReportErrors counts drill reports not written (op "write") or not
 	// copied to reports.upload (op "upload").
 	ReportErrors *prometheus.CounterVec
+	// LoopRestarts counts loops (watch, drill) that exited unexpectedly,
+	// a panic most likely, and were restarted.
+	LoopRestarts *prometheus.CounterVec
 }
 
 // Report error ops, the values of report_errors_total's op label.
@@ -244,6 +247,11 @@ func NewRegistry(snap Snapshotter, now func() time.Time, bi BuildInfo) *Registry
 			Name: "state_write_errors_total", Help: "Failed writes of a state file below state_dir."}),
 		ReportErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns,
 			Name: "report_errors_total", Help: "Drill reports not written (op=write) or not uploaded (op=upload)."}, []string{"op"}),
+		LoopRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "loop_restarts_total",
+			Help: "Loops that exited unexpectedly (a panic) and were restarted: watch loops, drill jobs."}, []string{"loop"}),
+	}
+	for _, l := range []string{"watch", "drill"} {
+		r.LoopRestarts.WithLabelValues(l)
 	}
 	for _, op := range []string{OpWrite, OpUpload} {
 		r.ReportErrors.WithLabelValues(op) // exist at 0 from the start
@@ -252,7 +260,7 @@ func NewRegistry(snap Snapshotter, now func() time.Time, bi BuildInfo) *Registry
 		Help: "A metric with a constant 1, labelled by version, revision and Go version."},
 		[]string{"version", "revision", "goversion"})
 	build.WithLabelValues(bi.Version, bi.Revision, runtime.Version()).Set(1)
-	r.MustRegister(NewCollector(snap, now), build, r.ReloadOK, r.ReloadSuccess, r.StateWriteErrors, r.ReportErrors,
+	r.MustRegister(NewCollector(snap, now), build, r.ReloadOK, r.ReloadSuccess, r.StateWriteErrors, r.ReportErrors, r.LoopRestarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }

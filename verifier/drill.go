@@ -178,6 +178,18 @@ type Driller struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	// OnSaveError, if set, is called each time the state file cannot be
+	// written (the daemon counts them).
+	OnSaveError func()
+
+	*drillMem
+}
+
+// drillMem is what a target's Driller knows of its drills. A reload that
+// changes the target replaces the Driller but hands this on (Continue), so a
+// drill still running under the old Driller is seen by the new one and its
+// counters do not restart at 0.
+type drillMem struct {
 	mu          sync.Mutex
 	last        *DrillResult // persisted
 	lastOK      *DrillResult // persisted
@@ -186,16 +198,16 @@ type Driller struct {
 	aborted     uint64
 	failures    map[Phase]uint64
 	running     bool
-
-	// OnSaveError, if set, is called each time the state file cannot be
-	// written (the daemon counts them).
-	OnSaveError func()
 }
+
+// Continue makes d carry on from old, the Driller it replaces on a reload:
+// the same drills, counters and in-progress flag. Call it before d is used.
+func (d *Driller) Continue(old *Driller) { d.drillMem = old.drillMem }
 
 // NewDriller loads the target's last drills from stateDir.
 func NewDriller(t Target, src Source, ar ArchiveReader, sc Scratch, ck Checker, stateDir string, log *slog.Logger, now func() time.Time) *Driller {
 	d := &Driller{target: t, src: src, archive: ar, scratch: sc, checker: ck, stateDir: stateDir,
-		log: log.With("target", t.Name), now: now, failures: map[Phase]uint64{}}
+		log: log.With("target", t.Name), now: now, drillMem: &drillMem{failures: map[Phase]uint64{}}}
 	for _, p := range Phases {
 		d.failures[p] = 0
 	}
@@ -221,6 +233,9 @@ type drillState struct {
 func (d *Driller) stateFile() string {
 	return filepath.Join(d.stateDir, "targets", d.target.Name, "drill.json")
 }
+
+// Name returns the target's name.
+func (d *Driller) Name() string { return d.target.Name }
 
 // DrillStatus is a snapshot of a target's drills.
 type DrillStatus struct {

@@ -198,6 +198,28 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, gate Gate, stateDir stri
 	return w, nil
 }
 
+// Continue makes w carry on from old, the Watcher it replaces on a reload,
+// once old's loop has stopped: the state old saved last is read again and
+// the counters go on from old's, so a reload never resets a counter.
+func (w *Watcher) Continue(old *Watcher) error {
+	old.mu.Lock()
+	verified, scanErrs, scanErr := old.verified, old.scanErrs, old.scanErr
+	retry, present, oldest := old.retry, old.present, old.oldest // old's loop has stopped: w takes them over
+	failures := make(map[Reason]uint64, len(old.failures))
+	for k, v := range old.failures {
+		failures[k] = v
+	}
+	old.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.load(); err != nil {
+		return err
+	}
+	w.verified, w.scanErrs, w.scanErr, w.failures = verified, scanErrs, scanErr, failures
+	w.retry, w.present, w.oldest = retry, present, oldest
+	return nil
+}
+
 // Name returns the target's name.
 func (w *Watcher) Name() string { return w.target.Name }
 

@@ -263,6 +263,11 @@ func verifyNow(ctx context.Context, path, target string, stdout io.Writer, log *
 	if err != nil {
 		return err
 	}
+	release, err := daemon.LockStateDir(c.StateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	ws, err := daemon.NewWatchers(ctx, c, target, log, time.Now)
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "no target named") {
@@ -315,6 +320,11 @@ func drillNow(ctx context.Context, path, target, format string, stdout io.Writer
 	if err != nil {
 		return err
 	}
+	release, err := daemon.LockStateDir(c.StateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	ds, err := daemon.NewDrillers(ctx, c, target, log, time.Now)
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "no target named") {
