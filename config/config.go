@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"regexp"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +42,30 @@ func (d *Duration) parseScalar(s string) error {
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return model.Duration(d).String() }
+
+// Size is a number of bytes written as 512MiB, 64GiB, 1TiB, 10GB or a plain
+// number of bytes.
+type Size int64
+
+var sizeRE = regexp.MustCompile(`^(\d+(?:\.\d+)?)\s*([KMGTP]i?B|B)?$`)
+
+func (z *Size) parseScalar(s string) error {
+	m := sizeRE.FindStringSubmatch(strings.TrimSpace(s))
+	if m == nil {
+		return fmt.Errorf("invalid size %q (use e.g. 512MiB, 64GiB, 1TiB)", s)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return fmt.Errorf("invalid size %q", s)
+	}
+	mult := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "PB": 1e15,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "PiB": 1 << 50}[m[2]]
+	if v*mult >= math.MaxInt64 {
+		return fmt.Errorf("size %q is too large", s)
+	}
+	*z = Size(v * mult)
+	return nil
+}
 
 // Config is the whole file.
 type Config struct {
@@ -131,15 +157,25 @@ type Target struct {
 	Manifest string `yaml:"manifest"`
 	// ArchiveTimezone is the IANA zone of the host that runs pg_dump: a
 	// custom-format header stores its local time without a zone.
-	ArchiveTimezone string      `yaml:"archive_timezone"`
-	BackupSchedule  string      `yaml:"backup_schedule"`
-	BackupGrace     Duration    `yaml:"backup_grace"`
-	Poll            Duration    `yaml:"poll"`
-	VerifyLast      int         `yaml:"verify_last"`
-	RPO             Duration    `yaml:"rpo"`
-	RTO             Duration    `yaml:"rto"`
-	Drill           DrillConfig `yaml:"drill"`
-	Checks          []Check     `yaml:"checks"`
+	ArchiveTimezone string             `yaml:"archive_timezone"`
+	BackupSchedule  string             `yaml:"backup_schedule"`
+	BackupGrace     Duration           `yaml:"backup_grace"`
+	Poll            Duration           `yaml:"poll"`
+	VerifyLast      int                `yaml:"verify_last"`
+	RPO             Duration           `yaml:"rpo"`
+	RTO             Duration           `yaml:"rto"`
+	Verify          TargetVerifyConfig `yaml:"verify"`
+	Drill           DrillConfig        `yaml:"drill"`
+	Checks          []Check            `yaml:"checks"`
+}
+
+// TargetVerifyConfig bounds what verifying one backup of a target may cost,
+// so that a hostile or broken backup cannot hold the watch loop for ever.
+type TargetVerifyConfig struct {
+	// Timeout bounds one verification, download and full read.
+	Timeout Duration `yaml:"timeout"`
+	// MaxPlainSize bounds a plain dump's size once decompressed.
+	MaxPlainSize Size `yaml:"max_plain_size"`
 }
 
 // DrillConfig holds a target's restore drill settings.
@@ -167,6 +203,13 @@ type Check struct {
 	MaxLag      Duration `yaml:"max_lag"`
 	Timeout     Duration `yaml:"timeout"`
 }
+
+// Defaults of a target's verify section: a verification may take 6h (1 TiB
+// at 50 MB/s), and a plain dump may decompress to 256 GiB.
+const (
+	DefaultVerifyTimeout = 6 * time.Hour
+	DefaultMaxPlainSize  = Size(256 << 30)
+)
 
 // DefaultCheckTimeout is a check's statement timeout when none is given.
 const DefaultCheckTimeout = 5 * time.Minute
@@ -207,6 +250,10 @@ func defaultTarget() Target {
 		VerifyLast:  1,
 		RPO:         Duration(25 * time.Hour),
 		RTO:         Duration(time.Hour),
+		Verify: TargetVerifyConfig{
+			Timeout:      Duration(DefaultVerifyTimeout),
+			MaxPlainSize: DefaultMaxPlainSize,
+		},
 		Drill: DrillConfig{
 			Schedule: "30 3 * * *",
 			Timeout:  Duration(time.Hour),
@@ -404,13 +451,16 @@ func (t *Target) validate(p *problems, path string) {
 	for _, d := range []struct {
 		key string
 		v   Duration
-	}{{"backup_grace", t.BackupGrace}, {"poll", t.Poll}, {"rpo", t.RPO}, {"rto", t.RTO}, {"drill.timeout", t.Drill.Timeout}} {
+	}{{"backup_grace", t.BackupGrace}, {"poll", t.Poll}, {"rpo", t.RPO}, {"rto", t.RTO}, {"drill.timeout", t.Drill.Timeout}, {"verify.timeout", t.Verify.Timeout}} {
 		if d.v <= 0 {
 			p.add(path+"."+d.key, "must be positive")
 		}
 	}
 	if t.Poll > 0 && t.Poll.D() < time.Second {
 		p.add(path+".poll", "must be at least 1s")
+	}
+	if t.Verify.MaxPlainSize < 1<<20 {
+		p.add(path+".verify.max_plain_size", "must be at least 1MiB")
 	}
 	if t.VerifyLast < 1 {
 		p.add(path+".verify_last", "must be at least 1")

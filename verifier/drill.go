@@ -548,12 +548,15 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 	}
 	// Custom format: only the header now; the restore reads every block,
 	// and a failed restore is told apart from a broken archive then.
-	r, err = VerifyTo(ctx, d.src, d.archive, nb, d.target.ArchiveTZ, d.now, CopyOptions{To: f, HeaderOnly: true})
+	r, err = VerifyTo(ctx, d.src, d.archive, nb, d.target.ArchiveTZ, d.now, CopyOptions{To: f, HeaderOnly: true, Limits: d.target.Verify})
 	if cerr := f.Close(); err == nil && cerr != nil && r.OK {
 		r.OK, r.Reason, r.Error = false, ReasonDownloadError, fmt.Sprintf("write a copy of %s: %v", nb.Key, cerr)
 	}
 	if err != nil {
 		return "", r, err // cancelled
+	}
+	if r.Stack != "" {
+		d.log.Error("verification panicked", "key", r.Key, "err", r.Error, "stack", r.Stack)
 	}
 	b.SHA256, b.Expected, b.ChecksumFrom, b.Archive, b.Created = r.SHA256, r.Expected, r.ChecksumFrom, r.Archive, r.Created
 	if r.Reason == ReasonDownloadError {

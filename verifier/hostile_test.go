@@ -73,7 +73,7 @@ func TestVerifyRecoversAPanicAsUnreadable(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	tg := Target{Name: "crm", Match: regexp.MustCompile(`\.dump$`), Checksum: ChecksumS3, Manifest: "CHECKSUM",
 		Poll: time.Minute, VerifyLast: 1, BackupGrace: time.Minute}
-	w, err := NewWatcher(tg, src, panicArchive{}, t.TempDir(), log, func() time.Time { return now })
+	w, err := NewWatcher(tg, src, panicArchive{}, nil, t.TempDir(), log, func() time.Time { return now })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,8 +98,22 @@ func (panicScratch) Create(context.Context, string, ArchiveInfo) (ScratchDB, err
 }
 func (panicScratch) Location() string { return "embedded" }
 
+// panicSource is a Source whose bodies panic when read.
+type panicSource struct{ *memSource }
+
+func (p panicSource) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	if _, err := p.memSource.Open(ctx, key); err != nil {
+		return nil, err
+	}
+	return io.NopCloser(panicReader{}), nil
+}
+
+type panicReader struct{}
+
+func (panicReader) Read([]byte) (int, error) { panic("slice bounds out of range [:9] with capacity 8") }
+
 func TestDrillRecoversAPanicAsThePhaseFailure(t *testing.T) {
-	body := append(customHeader(8, 0), make([]byte, 64)...) // integer size 8: read by pg_restore, not natively
+	body := append(customHeader(8, 0), make([]byte, 64)...)
 	now := time.Date(2025, 12, 29, 3, 0, 0, 0, time.UTC)
 	src := &memSource{objs: map[string][]byte{"a.dump": body}, mod: map[string]time.Time{"a.dump": now.Add(-time.Hour)},
 		sums: map[string]string{"a.dump": hexsum(body)}}
@@ -107,18 +121,18 @@ func TestDrillRecoversAPanicAsThePhaseFailure(t *testing.T) {
 		BackupGrace: time.Minute, Drill: DrillSpec{Timeout: time.Minute, Jobs: 1}}
 	for _, tc := range []struct {
 		name  string
-		ar    ArchiveReader
+		src   Source
 		sc    Scratch
 		phase Phase
 		frame string
 	}{
-		{"verify", panicArchive{}, panicScratch{}, PhaseVerify, "panicArchive.ReadArchive"},
-		{"restore", drainArchive{}, panicScratch{}, PhaseRestore, "panicScratch.Create"},
+		{"verify", panicSource{src}, panicScratch{}, PhaseVerify, "panicReader.Read"},
+		{"restore", src, panicScratch{}, PhaseRestore, "panicScratch.Create"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			state := t.TempDir()
-			d := NewDriller(tg, src, tc.ar, tc.sc, nil, state, slog.New(slog.NewTextHandler(&logs, nil)), func() time.Time { return now })
+			d := NewDriller(tg, tc.src, drainArchive{}, tc.sc, nil, state, slog.New(slog.NewTextHandler(&logs, nil)), func() time.Time { return now })
 			r := d.Run(context.Background(), "test")
 			if r.OK || r.FailedPhase != tc.phase || !strings.Contains(r.Error, "panic") {
 				t.Fatalf("drill: ok %v, phase %q, error %q; want a %s failure naming the panic", r.OK, r.FailedPhase, r.Error, tc.phase)
@@ -157,7 +171,7 @@ func FuzzArchiveHeader(f *testing.F) {
 				t.Fatalf("a header without the magic was accepted")
 			}
 		}
-		info, _, err = readArchive(context.Background(), bufio.NewReader(bytes.NewReader(b)), drainArchive{})
+		info, _, err = readArchive(context.Background(), bufio.NewReader(bytes.NewReader(b)), drainArchive{}, 1<<20)
 		if err == nil && info.Format == "" {
 			t.Fatalf("an archive read without error has no format")
 		}

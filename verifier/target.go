@@ -32,8 +32,17 @@ type Target struct {
 	VerifyLast int
 	RPO        time.Duration
 	RTO        time.Duration
+	Verify     VerifySpec
 	Drill      DrillSpec
 	Checks     []CheckSpec
+}
+
+// VerifySpec bounds one verification of a backup.
+type VerifySpec struct {
+	// Timeout bounds a verification, download and full read; 0: none.
+	Timeout time.Duration
+	// MaxPlainBytes bounds a plain dump's decompressed size; 0: none.
+	MaxPlainBytes int64
 }
 
 // DrillSpec says how a target's restore drill runs.

@@ -81,6 +81,8 @@ type CopyOptions struct {
 	// restore. Plain SQL is always read to its end: psql would run a
 	// truncated script without complaint.
 	HeaderOnly bool
+	// Limits bound the verification (targets[].verify).
+	Limits VerifySpec
 }
 
 // VerifyTo is Verify with a copy of the bytes, or with the archive read
@@ -89,7 +91,17 @@ type CopyOptions struct {
 // A panic while reading (a parser bug met by a hostile archive) is recovered
 // and recorded as unreadable_archive, with its stack in Result.Stack: one bad
 // backup never takes the watch loop down with it.
-func VerifyTo(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time, opt CopyOptions) (res Result, err error) {
+//
+// opt.Limits bound the verification: past Limits.Timeout it fails as
+// download_error when the backup's bytes were not all read by then, else as
+// unreadable_archive; a plain dump that decompresses past
+// Limits.MaxPlainBytes fails as unreadable_archive. Both errors name the limit.
+func VerifyTo(parent context.Context, src Source, ar ArchiveReader, b Backup, tz *time.Location, now func() time.Time, opt CopyOptions) (res Result, err error) {
+	ctx, cancel := parent, context.CancelFunc(func() {})
+	if opt.Limits.Timeout > 0 {
+		ctx, cancel = context.WithTimeoutCause(parent, opt.Limits.Timeout, errVerifyTimeout)
+	}
+	defer cancel()
 	w := opt.To
 	start := now()
 	r := Result{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Started: start}
@@ -103,9 +115,17 @@ func VerifyTo(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *t
 			res.setCreated(now)
 		}
 	}()
+	timedOut := func() bool { return parent.Err() == nil && errors.Is(context.Cause(ctx), errVerifyTimeout) }
 	fail := func(reason Reason, err error) (Result, error) {
-		if ctx.Err() != nil {
-			return r, ctx.Err()
+		if parent.Err() != nil {
+			return r, parent.Err()
+		}
+		if timedOut() {
+			reason = ReasonUnreadableArchive
+			if r.BytesRead < b.Size {
+				reason = ReasonDownloadError
+			}
+			err = fmt.Errorf("%s: verification stopped at verify.timeout (%s), after reading %d of %d bytes", b.Key, durationText(opt.Limits.Timeout), r.BytesRead, b.Size)
 		}
 		r.Reason, r.Error = reason, err.Error()
 		r.Duration = secondsOf(now().Sub(start))
@@ -145,16 +165,19 @@ func VerifyTo(ctx context.Context, src Source, ar ArchiveReader, b Backup, tz *t
 	if head := peek(br, 8192); opt.HeaderOnly && bytes.HasPrefix(head, []byte("PGDMP")) {
 		info, archiveErr = parseCustomHeader(head)
 	} else {
-		info, reader, archiveErr = readArchive(ctx, br, ar)
+		info, reader, archiveErr = readArchive(ctx, br, ar, opt.Limits.MaxPlainBytes)
 	}
 	r.Archive, r.Reader = info.InZone(tz), reader
 	// Whatever the archive reader left (it stops early on a broken archive)
 	// is still hashed, so a bit flip is told apart from a broken dump.
-	_, _ = io.Copy(io.Discard, br)
+	_, _ = io.Copy(io.Discard, ctxReader{ctx, br})
 	r.BytesRead = counted.n
 	r.SHA256 = hex.EncodeToString(h.Sum(nil))
-	if ctx.Err() != nil {
-		return r, ctx.Err() // a cancelled read proves nothing either way
+	if parent.Err() != nil {
+		return r, parent.Err() // a cancelled read proves nothing either way
+	}
+	if timedOut() {
+		return fail(ReasonDownloadError, context.Cause(ctx))
 	}
 	switch {
 	case rec.err != nil:
@@ -221,7 +244,7 @@ func ReadArchiveFile(ctx context.Context, path string, ar ArchiveReader) (string
 		return "", err
 	}
 	defer f.Close()
-	_, reader, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), ar)
+	_, reader, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), ar, 0) // custom format: no plain-size limit applies
 	return reader, err
 }
 
@@ -231,11 +254,14 @@ const (
 	ReaderPgRestore = "pg_restore"
 )
 
+var errVerifyTimeout = errors.New("verify.timeout reached")
+
 // readArchive reads the archive to its end, reports what its header says and
 // which reader read it. A custom-format archive is read natively unless its
 // header names a version or compression the native reader does not know;
-// then ar (pg_restore) reads it.
-func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader) (ArchiveInfo, string, error) {
+// then ar (pg_restore) reads it. A plain dump larger than maxPlain bytes once
+// decompressed (0: no limit) is an error naming verify.max_plain_size.
+func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader, maxPlain int64) (ArchiveInfo, string, error) {
 	head := peek(br, 8192)
 	switch {
 	case bytes.HasPrefix(head, []byte("PGDMP")) && pgdump.Sniff(head) == nil:
@@ -260,7 +286,7 @@ func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader) (Archi
 		if err != nil {
 			return ArchiveInfo{Format: FormatSQLGzip}, ReaderNative, fmt.Errorf("gzip: %w", err)
 		}
-		info, err := readSQL(ctx, gz)
+		info, err := readSQL(ctx, capPlain(gz, maxPlain))
 		info.Format = FormatSQLGzip
 		if err != nil {
 			return info, ReaderNative, fmt.Errorf("gzip: %w", err)
@@ -269,9 +295,39 @@ func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader) (Archi
 	case len(head) == 0:
 		return ArchiveInfo{}, "", errors.New("the backup is empty")
 	default:
-		info, err := readSQL(ctx, br)
+		info, err := readSQL(ctx, capPlain(br, maxPlain))
 		return info, ReaderNative, err
 	}
+}
+
+// capPlain fails a read past max bytes (0: no limit).
+func capPlain(r io.Reader, max int64) io.Reader {
+	if max <= 0 {
+		return r
+	}
+	return &plainCap{r: r, left: max, max: max}
+}
+
+type plainCap struct {
+	r         io.Reader
+	left, max int64
+}
+
+func (c *plainCap) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		// One more byte tells a dump of exactly max bytes from a longer one.
+		var one [1]byte
+		if n, _ := c.r.Read(one[:]); n > 0 {
+			return 0, fmt.Errorf("the plain dump is larger than verify.max_plain_size (%d bytes) once decompressed: stopped reading there", c.max)
+		}
+		return c.r.Read(p)
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
 }
 
 // readSQL reads a plain-format dump to its end and checks pg_dump's closing marker.

@@ -446,7 +446,7 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 		return
 	}
 	w.log.Info("verifying backup", "key", b.Key, "size", b.Size, "checksum", b.ChecksumKind)
-	r, err := Verify(ctx, w.src, w.archive, b, w.target.ArchiveTZ, w.now)
+	r, err := VerifyTo(ctx, w.src, w.archive, b, w.target.ArchiveTZ, w.now, CopyOptions{Limits: w.target.Verify})
 	w.gate.leave()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -522,7 +522,7 @@ func (w *Watcher) VerifyNewest(ctx context.Context) (Result, error) {
 	if len(backups) == 0 {
 		return Result{}, fmt.Errorf("no backups matching %q in %s", w.target.Glob, w.src)
 	}
-	r, err := Verify(ctx, w.src, w.archive, backups[0], w.target.ArchiveTZ, w.now)
+	r, err := VerifyTo(ctx, w.src, w.archive, backups[0], w.target.ArchiveTZ, w.now, CopyOptions{Limits: w.target.Verify})
 	if r.Stack != "" {
 		w.log.Error("verification panicked", "key", r.Key, "err", r.Error, "stack", r.Stack)
 	}
