@@ -13,9 +13,11 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -269,7 +271,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(b, os.Getenv)
+	c, err := ParseLookup(b, os.LookupEnv)
 	var ce *Error
 	if errors.As(err, &ce) {
 		ce.File = path
@@ -277,9 +279,19 @@ func Load(path string) (*Config, error) {
 	return c, err
 }
 
-// Parse parses and validates a configuration; ${VAR} in values is expanded with getenv.
-// A returned error is an *Error listing every problem.
+// Parse parses and validates a configuration; ${VAR} in values is expanded
+// with getenv, where "" means unset. A returned error is an *Error listing
+// every problem.
 func Parse(b []byte, getenv func(string) string) (*Config, error) {
+	return ParseLookup(b, func(k string) (string, bool) {
+		v := getenv(k)
+		return v, v != ""
+	})
+}
+
+// ParseLookup is Parse with an environment that tells unset from empty, as
+// os.LookupEnv does.
+func ParseLookup(b []byte, lookup func(string) (string, bool)) (*Config, error) {
 	p := &problems{lines: map[string]int{}}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(b))
@@ -297,7 +309,7 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 	}
 	c := Default()
 	doc := root.Content[0]
-	d := &decoder{p: p, getenv: getenv}
+	d := &decoder{p: p, lookup: lookup}
 	// Targets are decoded one by one over their defaults.
 	var targetsNode *yaml.Node
 	if doc.Kind == yaml.MappingNode {
@@ -346,6 +358,8 @@ func (c *Config) validate(p *problems) {
 	}
 	if c.StateDir == "" {
 		p.add("state_dir", "must not be empty")
+	} else if !filepath.IsAbs(c.StateDir) {
+		p.add("state_dir", "%q must be an absolute path: a relative one would move with the working directory", c.StateDir)
 	}
 	if c.Timezone != "" {
 		if _, err := LoadLocation(c.Timezone); err != nil {
@@ -444,9 +458,7 @@ func (t *Target) validate(p *problems, path string) {
 		p.add(path+".archive_timezone", "%v", err)
 	}
 	if t.BackupSchedule != "" {
-		if _, err := cron.ParseStandard(t.BackupSchedule); err != nil {
-			p.add(path+".backup_schedule", "invalid cron spec %q: %v", t.BackupSchedule, err)
-		}
+		checkCron(p, path+".backup_schedule", t.BackupSchedule)
 	}
 	for _, d := range []struct {
 		key string
@@ -465,9 +477,7 @@ func (t *Target) validate(p *problems, path string) {
 	if t.VerifyLast < 1 {
 		p.add(path+".verify_last", "must be at least 1")
 	}
-	if _, err := cron.ParseStandard(t.Drill.Schedule); err != nil {
-		p.add(path+".drill.schedule", "invalid cron spec %q: %v", t.Drill.Schedule, err)
-	}
+	checkCron(p, path+".drill.schedule", t.Drill.Schedule)
 	if t.Drill.Jobs < 1 {
 		p.add(path+".drill.jobs", "must be at least 1")
 	}
@@ -478,6 +488,8 @@ func (t *Target) validate(p *problems, path string) {
 			p.add(path+".drill.scratch", "must be \"embedded\" or an admin DSN postgres://user@host:port/dbname")
 		} else if msg := scratchDSNProblem(u); msg != "" {
 			p.add(path+".drill.scratch", "%s", msg)
+		} else {
+			checkSSLMode(p, path+".drill.scratch", u)
 		}
 	}
 	checkNames := map[string]int{}
@@ -489,6 +501,37 @@ func (t *Target) validate(p *problems, path string) {
 				p.add(cp, "check name %q is already used by checks[%d]", n, j)
 			}
 			checkNames[n] = i
+		}
+	}
+}
+
+// checkCron reports a spec that does not parse, or that names no time that
+// ever comes (0 0 30 2 *: 30 February), which would make a loop waiting for
+// its next run spin.
+func checkCron(p *problems, path, spec string) {
+	sched, err := cron.ParseStandard(spec)
+	if err != nil {
+		p.add(path, "invalid cron spec %q: %v", spec, err)
+		return
+	}
+	if sched.Next(time.Now()).IsZero() {
+		p.add(path, "cron spec %q never runs: no date matches it", spec)
+	}
+}
+
+// sslModes are libpq's sslmode values.
+var sslModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+// checkSSLMode reports an sslmode libpq does not know: a typo such as
+// "verify_full" must not quietly mean something weaker.
+func checkSSLMode(p *problems, path string, u *url.URL) {
+	mode, ok := u.Query()["sslmode"]
+	if !ok {
+		return
+	}
+	for _, m := range mode {
+		if !slices.Contains(sslModes, m) {
+			p.add(path, "sslmode %q is not one of %s", m, strings.Join(sslModes, ", "))
 		}
 	}
 }

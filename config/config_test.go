@@ -88,6 +88,15 @@ func TestLoadInvalid(t *testing.T) {
 			`line 17: targets[0].checks[6].max_lag: freshness needs a positive max_lag`,
 			`line 18: targets[0].checks[7].name: a sql check needs a name`,
 		}},
+		{"invalid-never-right.yml", []string{
+			`line 1: state_dir: "var/lib/backupverify" must be an absolute path: a relative one would move with the working directory`,
+			`line 3: http.trigger_token: ${BV_TEST_SURELY_UNSET_TOKEN} is not set in the environment (write ${BV_TEST_SURELY_UNSET_TOKEN:-default} to give a default)`,
+			`line 7: targets[0].backup_schedule: cron spec "0 0 30 2 *" never runs: no date matches it`,
+			`line 8: targets[0].verify.max_plain_size: invalid size "12 parsecs" (use e.g. 512MiB, 64GiB, 1TiB)`,
+			`line 10: targets[0].drill.schedule: cron spec "0 0 31 4 *" never runs: no date matches it`,
+			`line 11: targets[0].drill.scratch: sslmode "verify_full" is not one of disable, allow, prefer, require, verify-ca, verify-full`,
+			`line 15: targets[1].drill.scratch: ${BV_TEST_SURELY_UNSET_PW} is not set in the environment (write ${BV_TEST_SURELY_UNSET_PW:-default} to give a default)`,
+		}},
 		{"invalid-syntax.yml", []string{`line 2: did not find expected ',' or ']'`}},
 		{"invalid-empty.yml", []string{`the file is empty`}},
 		{"invalid-no-targets.yml", []string{`line 2: targets: at least one target is required`}},
@@ -150,9 +159,9 @@ func TestCompileGlob(t *testing.T) {
 }
 
 func TestExpandEnvLeavesBareDollar(t *testing.T) {
-	got := expandEnv("postgres://u:pa$$w0rd@h/${DB}", env(map[string]string{"DB": "postgres"}))
-	if got != "postgres://u:pa$$w0rd@h/postgres" {
-		t.Errorf("got %q", got)
+	got, unset := expandEnv("postgres://u:pa$$w0rd@h/${DB}", func(k string) (string, bool) { return "postgres", k == "DB" })
+	if got != "postgres://u:pa$$w0rd@h/postgres" || unset != nil {
+		t.Errorf("got %q, unset %v", got, unset)
 	}
 }
 
@@ -202,5 +211,29 @@ func TestKeysAreWhatTheDecoderAccepts(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "unknown key") {
 			t.Errorf("%s: %v\n%s", k, err, b.String())
 		}
+	}
+}
+
+func TestEnvDefaultsAndSizes(t *testing.T) {
+	c, err := ParseLookup([]byte(`state_dir: /var/lib/${BV_SUB:-backupverify}
+http: {trigger_token: "${BV_TOKEN:-}0123456789abcdef"}
+targets:
+  - name: crm
+    source: file:///b/${BV_EMPTY:-crm}/
+    verify: {max_plain_size: 1.5GiB, timeout: 2h}
+`), func(k string) (string, bool) {
+		if k == "BV_EMPTY" {
+			return "", true
+		}
+		return "", false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/var/lib/backupverify" || c.Targets[0].Source != "file:///b/crm/" || c.HTTP.TriggerToken != "0123456789abcdef" {
+		t.Errorf("defaults not applied: state_dir %q, source %q, token %q", c.StateDir, c.Targets[0].Source, c.HTTP.TriggerToken)
+	}
+	if v := c.Targets[0].Verify; v.MaxPlainSize != 3<<29 || v.Timeout.D() != 2*time.Hour {
+		t.Errorf("verify %+v", v)
 	}
 }

@@ -93,14 +93,30 @@ func (p *problems) sorted() []Problem {
 	return p.list
 }
 
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}`)
 
-// expandEnv replaces ${VAR} with the variable's value (empty when unset).
-// A bare $ is left alone: passwords and DSNs may contain one.
-func expandEnv(s string, getenv func(string) string) string {
-	return envRef.ReplaceAllStringFunc(s, func(m string) string {
-		return getenv(m[2 : len(m)-1])
+// expandEnv replaces ${VAR} with the variable's value, and ${VAR:-default}
+// with the value, or default when VAR is unset or empty. It returns the
+// names of unset variables written without a default: each is a problem,
+// never an empty string in a DSN or a token. A bare $ is left alone:
+// passwords and DSNs may contain one.
+func expandEnv(s string, lookup func(string) (string, bool)) (string, []string) {
+	var unset []string
+	out := envRef.ReplaceAllStringFunc(s, func(m string) string {
+		sub := envRef.FindStringSubmatch(m)
+		v, ok := lookup(sub[1])
+		if def, hasDef := strings.CutPrefix(sub[2], ":-"); hasDef {
+			if !ok || v == "" {
+				return def
+			}
+			return v
+		}
+		if !ok {
+			unset = append(unset, sub[1])
+		}
+		return v
 	})
+	return out, unset
 }
 
 // unmarshaler is implemented by field types that parse their own scalar.
@@ -112,7 +128,7 @@ type unmarshaler interface {
 // duplicate keys and ill-typed values are problems with their path and line.
 type decoder struct {
 	p      *problems
-	getenv func(string) string
+	lookup func(string) (string, bool)
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
@@ -132,7 +148,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			d.p.at(path, n.Line, "expected a single value, got %s", kindName(n))
 			return
 		}
-		if err := u.parseScalar(d.expand(n.Value)); err != nil {
+		if err := u.parseScalar(d.expand(n, path)); err != nil {
 			d.p.at(path, n.Line, "%v", err)
 		}
 		return
@@ -160,7 +176,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			d.p.at(path, n.Line, "expected a string, got %s", kindName(n))
 			return
 		}
-		v.SetString(d.expand(n.Value))
+		v.SetString(d.expand(n, path))
 	case reflect.Bool:
 		var b bool
 		if n.Kind != yaml.ScalarNode || n.Decode(&b) != nil {
@@ -169,14 +185,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.SetBool(b)
 	case reflect.Int:
-		i, err := strconv.Atoi(d.expand(n.Value))
+		i, err := strconv.Atoi(d.expand(n, path))
 		if n.Kind != yaml.ScalarNode || err != nil {
 			d.p.at(path, n.Line, "expected a whole number, got %q", n.Value)
 			return
 		}
 		v.SetInt(int64(i))
 	case reflect.Float64:
-		f, err := strconv.ParseFloat(d.expand(n.Value), 64)
+		f, err := strconv.ParseFloat(d.expand(n, path), 64)
 		if n.Kind != yaml.ScalarNode || err != nil {
 			d.p.at(path, n.Line, "expected a number, got %q", n.Value)
 			return
@@ -187,7 +203,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
-func (d *decoder) expand(s string) string { return expandEnv(s, d.getenv) }
+func (d *decoder) expand(n *yaml.Node, path string) string {
+	v, unset := expandEnv(n.Value, d.lookup)
+	for _, name := range unset {
+		d.p.at(path, n.Line, "${%s} is not set in the environment (write ${%s:-default} to give a default)", name, name)
+	}
+	return v
+}
 
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
