@@ -213,6 +213,9 @@ const (
 	DefaultMaxPlainSize  = Size(256 << 30)
 )
 
+// MinTriggerToken is the shortest http.trigger_token accepted, in bytes.
+const MinTriggerToken = 16
+
 // DefaultCheckTimeout is a check's statement timeout when none is given.
 const DefaultCheckTimeout = 5 * time.Minute
 
@@ -387,6 +390,10 @@ func (c *Config) validate(p *problems) {
 		if u, err := url.Parse(c.S3.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			p.add("s3.endpoint", "must be an http:// or https:// URL, got %q", c.S3.Endpoint)
 		}
+	}
+	if n := len(c.HTTP.TriggerToken); n > 0 && n < MinTriggerToken {
+		// Never echo the token.
+		p.add("http.trigger_token", "is %d bytes; a token must be at least %d bytes (e.g. openssl rand -hex 16)", n, MinTriggerToken)
 	}
 	if c.S3.MaxAttempts < 1 {
 		p.add("s3.max_attempts", "must be at least 1")

@@ -21,11 +21,11 @@ func TestLoadGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Parse(b, env(map[string]string{"BV_TEST_TOKEN": "tok", "BV_TEST_PASSWORD": "pw"}))
+	c, err := Parse(b, env(map[string]string{"BV_TEST_TOKEN": "tok-0123456789abcdef", "BV_TEST_PASSWORD": "pw"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTP.TriggerToken != "tok" {
+	if c.HTTP.TriggerToken != "tok-0123456789abcdef" {
 		t.Errorf("trigger_token = %q, want the expanded ${BV_TEST_TOKEN}", c.HTTP.TriggerToken)
 	}
 	crm, billing := c.Targets[0], c.Targets[1]
@@ -96,6 +96,9 @@ func TestLoadInvalid(t *testing.T) {
 			`line 10: targets[0].drill.schedule: cron spec "0 0 31 4 *" never runs: no date matches it`,
 			`line 11: targets[0].drill.scratch: sslmode "verify_full" is not one of disable, allow, prefer, require, verify-ca, verify-full`,
 			`line 15: targets[1].drill.scratch: ${BV_TEST_SURELY_UNSET_PW} is not set in the environment (write ${BV_TEST_SURELY_UNSET_PW:-default} to give a default)`,
+		}},
+		{"invalid-short-token.yml", []string{
+			`line 3: http.trigger_token: is 6 bytes; a token must be at least 16 bytes (e.g. openssl rand -hex 16)`,
 		}},
 		{"invalid-syntax.yml", []string{`line 2: did not find expected ',' or ']'`}},
 		{"invalid-empty.yml", []string{`the file is empty`}},

@@ -149,7 +149,7 @@ func (d *Daemon) Run(ctx context.Context, routes func(*http.ServeMux)) error {
 		d.sched.Stop(time.Minute)
 		return err
 	}
-	srv := &http.Server{Handler: d.handler(routes), ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(d.handler(routes))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	d.ready.Store(true)

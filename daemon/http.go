@@ -2,9 +2,24 @@ package daemon
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// newHTTPServer bounds what one client can hold: a request must arrive
+// within 30s (its headers within 10s, at most 64 KiB of them), an answer is
+// written within 1m, and an idle keep-alive connection is closed after 2m.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
 
 // handler serves /metrics, /healthz and /readyz, and whatever routes adds
 // (the status page and API of package web) on the same mux.

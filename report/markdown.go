@@ -292,8 +292,14 @@ func firstLine(s string) string {
 	return s
 }
 
-// esc keeps text from config, S3 or error messages from breaking a table
-// row. Reports are served as text/plain, never rendered as HTML here.
-var mdEscaper = strings.NewReplacer("|", `\|`, "\n", " ", "\r", " ", "`", "'")
+// esc keeps text from config, S3 keys or error messages from breaking a
+// table row, and from becoming markup when a Markdown viewer (a wiki, a Git
+// forge, an auditor's editor) renders the report: HTML is escaped as
+// entities, link brackets with backslashes, and what would be auto-linked
+// (scheme://, www., user@host) is broken with an entity, so a backup key
+// cannot put a script, an image or a link into a report.
+var mdEscaper = strings.NewReplacer("|", `\|`, "\n", " ", "\r", " ", "`", "'",
+	"&", "&amp;", "<", "&lt;", ">", "&gt;", "[", `\[`, "]", `\]`,
+	"://", "&#58;//", "www.", "www&#46;", "@", "&#64;")
 
 func esc(s string) string { return mdEscaper.Replace(s) }

@@ -29,9 +29,10 @@ type Daemon interface {
 
 // Server serves the pages and the API over a Daemon.
 type Server struct {
-	d   Daemon
-	log *slog.Logger
-	now func() time.Time
+	d    Daemon
+	log  *slog.Logger
+	now  func() time.Time
+	auth *authLimiter
 }
 
 // New returns a Server over d; now is the clock the pages show ages by.
@@ -39,14 +40,21 @@ func New(d Daemon, log *slog.Logger, now func() time.Time) *Server {
 	if now == nil {
 		now = time.Now
 	}
-	return &Server{d: d, log: log, now: now}
+	return &Server{d: d, log: log, now: now, auth: newAuthLimiter(authBurst, authInterval, now)}
 }
 
-// Register adds the status page, the API and the report routes to mux.
+// Failed trigger authentications: authBurst at once, then one per authInterval.
+const (
+	authBurst    = 5
+	authInterval = time.Minute
+)
+
+// Register adds the status page, the API and the report routes to mux,
+// each answering with the headers of secure.
 func (s *Server) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/status", s.serveStatusJSON)
-	mux.HandleFunc("POST /api/v1/targets/{name}/drill", s.serveTriggerDrill)
-	mux.HandleFunc("GET /reports/{target}/{$}", s.serveReports)
-	mux.HandleFunc("GET /reports/{target}/{file}", s.serveReports)
-	mux.HandleFunc("GET /{$}", s.serveStatusPage)
+	mux.HandleFunc("GET /api/v1/status", secure(s.serveStatusJSON))
+	mux.HandleFunc("POST /api/v1/targets/{name}/drill", secure(s.serveTriggerDrill))
+	mux.HandleFunc("GET /reports/{target}/{$}", secure(s.serveReports))
+	mux.HandleFunc("GET /reports/{target}/{file}", secure(s.serveReports))
+	mux.HandleFunc("GET /{$}", secure(s.serveStatusPage))
 }

@@ -54,7 +54,7 @@ targets:
 
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "run", "--config", cfg, "--log-format", "json")
-		cmd.Env = append(os.Environ(), "TEST_TRIGGER_TOKEN=s3cret-token")
+		cmd.Env = append(os.Environ(), "TEST_TRIGGER_TOKEN=s3cret-token-0123456789")
 		logf, _ := os.OpenFile(filepath.Join(dir, "daemon.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
@@ -79,7 +79,7 @@ targets:
 		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("a wrong token: %v %v, want 401", err, resp)
 		}
-		req.Header.Set("Authorization", "Bearer s3cret-token")
+		req.Header.Set("Authorization", "Bearer s3cret-token-0123456789")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("trigger %s: %v %v", target, err, resp)
