@@ -108,6 +108,16 @@ type DrillsConfig struct {
 type ReportsConfig struct {
 	Retention Duration `yaml:"retention"`
 	Upload    string   `yaml:"upload"`
+	// SigningKeyFile holds the HMAC key reports are signed with; it must
+	// lie outside state_dir, where whoever could forge reports could read it.
+	SigningKeyFile string           `yaml:"signing_key_file"`
+	ObjectLock     ObjectLockConfig `yaml:"object_lock"`
+}
+
+// ObjectLockConfig asks for S3 Object Lock retention on uploaded reports.
+type ObjectLockConfig struct {
+	Mode string `yaml:"mode"` // "", governance or compliance
+	Days int    `yaml:"days"`
 }
 
 // HTTPConfig holds settings of the HTTP API.
@@ -386,6 +396,29 @@ func (c *Config) validate(p *problems) {
 			p.add("reports.upload", "%v", err)
 		}
 	}
+	if k := c.Reports.SigningKeyFile; k != "" {
+		switch {
+		case !filepath.IsAbs(k):
+			p.add("reports.signing_key_file", "%q must be an absolute path", k)
+		case filepath.IsAbs(c.StateDir) && within(k, c.StateDir):
+			p.add("reports.signing_key_file", "%q lies inside state_dir: whoever can write the reports could read the key", k)
+		}
+	}
+	switch ol := c.Reports.ObjectLock; ol.Mode {
+	case "":
+		if ol.Days != 0 {
+			p.add("reports.object_lock.mode", "is required with days: governance or compliance")
+		}
+	case "governance", "compliance":
+		if ol.Days < 1 {
+			p.add("reports.object_lock.days", "must be at least 1")
+		}
+		if c.Reports.Upload == "" {
+			p.add("reports.object_lock", "needs reports.upload: it locks the uploaded copies")
+		}
+	default:
+		p.add("reports.object_lock.mode", "%q is not governance or compliance", ol.Mode)
+	}
 	if c.S3.Endpoint != "" {
 		if u, err := url.Parse(c.S3.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			p.add("s3.endpoint", "must be an http:// or https:// URL, got %q", c.S3.Endpoint)
@@ -510,6 +543,12 @@ func (t *Target) validate(p *problems, path string) {
 			checkNames[n] = i
 		}
 	}
+}
+
+// within says whether path lies in dir or below it, by their cleaned names.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(path))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // checkCron reports a spec that does not parse, or that names no time that

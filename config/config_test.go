@@ -100,6 +100,10 @@ func TestLoadInvalid(t *testing.T) {
 		{"invalid-short-token.yml", []string{
 			`line 3: http.trigger_token: is 6 bytes; a token must be at least 16 bytes (e.g. openssl rand -hex 16)`,
 		}},
+		{"invalid-reports.yml", []string{
+			`line 3: reports.signing_key_file: "/var/lib/backupverify/keys/report.key" lies inside state_dir: whoever can write the reports could read the key`,
+			`line 4: reports.object_lock.mode: "legal-hold" is not governance or compliance`,
+		}},
 		{"invalid-syntax.yml", []string{`line 2: did not find expected ',' or ']'`}},
 		{"invalid-empty.yml", []string{`the file is empty`}},
 		{"invalid-no-targets.yml", []string{`line 2: targets: at least one target is required`}},

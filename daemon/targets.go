@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -224,6 +227,11 @@ func NewReportStore(ctx context.Context, c *config.Config, log *slog.Logger, now
 
 func newReportStore(ctx context.Context, c *config.Config, s3c *s3Clients, log *slog.Logger, now func() time.Time) (*report.Store, error) {
 	st := &report.Store{Dir: filepath.Join(c.StateDir, "reports"), Retention: c.Reports.Retention.D(), Log: log, Now: now}
+	key, err := SigningKey(c)
+	if err != nil {
+		return nil, err
+	}
+	st.SigningKey = key
 	if c.Reports.Upload != "" {
 		bucket, prefix, err := config.ParseS3URL(c.Reports.Upload)
 		if err != nil {
@@ -233,7 +241,42 @@ func newReportStore(ctx context.Context, c *config.Config, s3c *s3Clients, log *
 		if err != nil {
 			return nil, fmt.Errorf("reports.upload: %w", err)
 		}
-		st.Upload = cl.Source(bucket, prefix)
+		up := cl.Source(bucket, prefix)
+		st.Upload = up
+		if ol := c.Reports.ObjectLock; ol.Mode != "" {
+			st.Upload = &s3source.LockedUploader{Source: up, Mode: ol.Mode, Days: ol.Days, Now: now}
+		}
 	}
 	return st, nil
+}
+
+// minSigningKey is the shortest reports signing key accepted, in bytes.
+const minSigningKey = 32
+
+// SigningKey reads reports.signing_key_file (nil without one). The file must
+// hold at least 32 bytes and, its links resolved, lie outside state_dir.
+func SigningKey(c *config.Config) ([]byte, error) {
+	path := c.Reports.SigningKeyFile
+	if path == "" {
+		return nil, nil
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil, fmt.Errorf("reports.signing_key_file: %w", err)
+	}
+	state, err := filepath.EvalSymlinks(c.StateDir)
+	if err == nil {
+		if rel, err := filepath.Rel(state, real); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return nil, fmt.Errorf("reports.signing_key_file %s resolves to %s, inside state_dir: whoever can write the reports could read the key", path, real)
+		}
+	}
+	b, err := os.ReadFile(real)
+	if err != nil {
+		return nil, fmt.Errorf("reports.signing_key_file: %w", err)
+	}
+	key := bytes.TrimSpace(b)
+	if len(key) < minSigningKey {
+		return nil, fmt.Errorf("reports.signing_key_file %s holds %d bytes; a key must be at least %d (e.g. openssl rand -hex 32)", path, len(key), minSigningKey)
+	}
+	return key, nil
 }

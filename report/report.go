@@ -5,6 +5,7 @@ package report
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -95,6 +96,10 @@ type Store struct {
 	// OnError, if set, is called with "write" when a report cannot be
 	// written and with "upload" when a copy cannot be uploaded.
 	OnError func(op string)
+	// SigningKey, when set, signs every report, HEAD and pruned.json with
+	// HMAC-SHA256, so that someone who can write the reports folder but
+	// does not hold the key cannot forge or alter a report unnoticed.
+	SigningKey []byte
 }
 
 func (s *Store) failed(op string) {
@@ -103,12 +108,20 @@ func (s *Store) failed(op string) {
 	}
 }
 
+// ErrBrokenChain is returned by Write when the target's chain does not end
+// where its HEAD says: a report was altered or removed. No report is
+// written onto a broken chain; `backupverify reports verify` says what broke.
+var ErrBrokenChain = errors.New("the chain of reports is broken")
+
 // chainHead is the HEAD file: the newest report and its sha256, so that
 // altering or removing the newest report is seen too.
 type chainHead struct {
 	Report string `json:"report"`
 	SHA256 string `json:"sha256"`
+	HMAC   string `json:"hmac,omitempty"`
 }
+
+func (h chainHead) signed() string { return "HEAD\n" + h.Report + "\n" + h.SHA256 }
 
 // pruned records what retention removed, so that the chain stays checkable
 // from the oldest report kept.
@@ -116,6 +129,75 @@ type pruned struct {
 	Through string `json:"through"` // newest pruned report
 	SHA256  string `json:"sha256"`  // its sha256
 	Count   int    `json:"count"`
+	HMAC    string `json:"hmac,omitempty"`
+}
+
+func (p pruned) signed() string {
+	return fmt.Sprintf("pruned\n%s\n%s\n%d", p.Through, p.SHA256, p.Count)
+}
+
+// mac is the hex HMAC-SHA256 of b under the signing key; "" without one.
+func (s *Store) mac(b []byte) string {
+	if len(s.SigningKey) == 0 {
+		return ""
+	}
+	m := hmac.New(sha256.New, s.SigningKey)
+	m.Write(b)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// macOK says whether got is the HMAC of b; always true without a key.
+func (s *Store) macOK(b []byte, got string) bool {
+	if len(s.SigningKey) == 0 {
+		return true
+	}
+	want, err := hex.DecodeString(got)
+	if err != nil {
+		return false
+	}
+	m := hmac.New(sha256.New, s.SigningKey)
+	m.Write(b)
+	return hmac.Equal(m.Sum(nil), want)
+}
+
+// tip checks that the target's chain ends where HEAD says, and returns HEAD
+// (zero for a target without reports). Write chains onto it.
+func (s *Store) tip(target string, names []string) (chainHead, error) {
+	dir := s.targetDir(target)
+	var head chainHead
+	b, err := os.ReadFile(filepath.Join(dir, "HEAD"))
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && len(names) == 0:
+		return head, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return head, fmt.Errorf("%w: %s has reports but no HEAD", ErrBrokenChain, dir)
+	case err != nil:
+		return head, fmt.Errorf("read HEAD: %w", err)
+	case json.Unmarshal(b, &head) != nil:
+		return head, fmt.Errorf("%w: %s/HEAD does not parse", ErrBrokenChain, dir)
+	case !s.macOK([]byte(head.signed()), head.HMAC):
+		return head, fmt.Errorf("%w: %s/HEAD is not signed with reports.signing_key_file", ErrBrokenChain, dir)
+	case len(names) == 0 || head.Report != names[len(names)-1]:
+		return head, fmt.Errorf("%w: HEAD names report %s, the newest in %s is %q", ErrBrokenChain, head.Report, dir, last(names))
+	}
+	js, err := os.ReadFile(filepath.Join(dir, head.Report+".json"))
+	if err != nil {
+		return head, fmt.Errorf("read newest report: %w", err)
+	}
+	if sha(js) != head.SHA256 {
+		return head, fmt.Errorf("%w: report %s was altered after it was written (HEAD recorded sha256 %s)", ErrBrokenChain, head.Report, head.SHA256)
+	}
+	if sig, err := os.ReadFile(filepath.Join(dir, head.Report+".hmac")); len(s.SigningKey) > 0 && (err != nil || !s.macOK(js, strings.TrimSpace(string(sig)))) {
+		return head, fmt.Errorf("%w: report %s has no valid signature", ErrBrokenChain, head.Report)
+	}
+	return head, nil
+}
+
+func last(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return names[len(names)-1]
 }
 
 func (s *Store) targetDir(target string) string { return filepath.Join(s.Dir, target) }
@@ -152,14 +234,13 @@ func (s *Store) write(ctx context.Context, r verifier.DrillResult) (Paths, []byt
 		t, _ := time.Parse(nameLayout, names[len(names)-1])
 		rep.Name = t.Add(time.Second).Format(nameLayout)
 	}
-	if len(names) > 0 {
-		prev := names[len(names)-1]
-		b, err := os.ReadFile(filepath.Join(dir, prev+".json"))
-		if err != nil {
-			return Paths{}, nil, fmt.Errorf("read previous report: %w", err)
-		}
-		rep.Previous, rep.PreviousSHA256 = prev, sha(b)
+	// Chain to HEAD, checked first: a report altered or removed since the
+	// last write is never laundered by a new report chained to it.
+	head, err := s.tip(r.Target, names)
+	if err != nil {
+		return Paths{}, nil, fmt.Errorf("report of %s not written: %w (run backupverify reports verify; to start a new chain, move %s aside and keep it as evidence)", r.Target, err, dir)
 	}
+	rep.Previous, rep.PreviousSHA256 = head.Report, head.SHA256
 	md := Markdown(rep)
 	rep.MarkdownSHA256 = sha(md)
 	js, err := json.MarshalIndent(rep, "", "  ")
@@ -171,11 +252,18 @@ func (s *Store) write(ctx context.Context, r verifier.DrillResult) (Paths, []byt
 	if err := verifier.WriteFileAtomic(p.Markdown, md); err != nil {
 		return p, md, err
 	}
+	if len(s.SigningKey) > 0 {
+		if err := verifier.WriteFileAtomic(filepath.Join(dir, rep.Name+".hmac"), []byte(s.mac(js)+"\n")); err != nil {
+			return p, md, err
+		}
+	}
 	if err := verifier.WriteFileAtomic(p.JSON, js); err != nil {
 		return p, md, err
 	}
-	head, _ := json.Marshal(chainHead{Report: rep.Name, SHA256: sha(js)})
-	if err := verifier.WriteFileAtomic(filepath.Join(dir, "HEAD"), head); err != nil {
+	nh := chainHead{Report: rep.Name, SHA256: sha(js)}
+	nh.HMAC = s.mac([]byte(nh.signed()))
+	hb, _ := json.Marshal(nh)
+	if err := verifier.WriteFileAtomic(filepath.Join(dir, "HEAD"), hb); err != nil {
 		return p, md, err
 	}
 	if s.Upload != nil {
@@ -273,10 +361,12 @@ func (s *Store) Prune(target string) error {
 		// Record before removing: a crash in between leaves a record of a
 		// report that is gone, never a gap without one.
 		rec = pruned{Through: n, SHA256: sha(b), Count: rec.Count + 1}
+		rec.HMAC = s.mac([]byte(rec.signed()))
 		rb, _ := json.Marshal(rec)
 		if err := verifier.WriteFileAtomic(filepath.Join(dir, "pruned.json"), rb); err != nil {
 			return err
 		}
+		_ = os.Remove(filepath.Join(dir, n+".hmac"))
 		if err := errors.Join(os.Remove(filepath.Join(dir, n+".json")), os.Remove(filepath.Join(dir, n+".md"))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
@@ -308,7 +398,16 @@ func (s *Store) Verify(target string) (int, []Problem, error) {
 	var probs []Problem
 	var rec pruned
 	if b, err := os.ReadFile(filepath.Join(dir, "pruned.json")); err == nil {
-		_ = json.Unmarshal(b, &rec)
+		if err := json.Unmarshal(b, &rec); err != nil {
+			probs = append(probs, Problem{"pruned.json", "altered", "it does not parse"})
+		} else if !s.macOK([]byte(rec.signed()), rec.HMAC) {
+			probs = append(probs, Problem{"pruned.json", "forged", "it is not signed with reports.signing_key_file"})
+		}
+		if t, err := time.Parse(nameLayout, rec.Through); rec.Through != "" && err == nil && s.Retention > 0 && s.Now != nil &&
+			!t.Before(s.Now().Add(-s.Retention)) {
+			probs = append(probs, Problem{"pruned.json", "altered", fmt.Sprintf(
+				"it says report %s was pruned, but that report is younger than reports.retention (%s): retention never removes it", rec.Through, s.Retention)})
+		}
 	}
 	// sums of the reports present, for the successor's check.
 	type entry struct {
@@ -322,6 +421,12 @@ func (s *Store) Verify(target string) (int, []Problem, error) {
 		if err != nil {
 			probs = append(probs, Problem{n, "unreadable", err.Error()})
 			continue
+		}
+		if len(s.SigningKey) > 0 {
+			sig, err := os.ReadFile(filepath.Join(dir, n+".hmac"))
+			if err != nil || !s.macOK(b, strings.TrimSpace(string(sig))) {
+				probs = append(probs, Problem{n, "forged", "its JSON has no valid HMAC under reports.signing_key_file"})
+			}
 		}
 		var rep Report
 		e := entry{sum: sha(b)}
@@ -369,6 +474,8 @@ func (s *Store) Verify(target string) (int, []Problem, error) {
 			probs = append(probs, Problem{last, "missing", "the HEAD file naming the newest report is gone"})
 		case json.Unmarshal(b, &head) != nil:
 			probs = append(probs, Problem{"HEAD", "altered", "the HEAD file does not parse"})
+		case !s.macOK([]byte(head.signed()), head.HMAC):
+			probs = append(probs, Problem{"HEAD", "forged", "the HEAD file is not signed with reports.signing_key_file"})
 		case head.Report != last:
 			probs = append(probs, Problem{head.Report, "missing", "HEAD names it as the newest report"})
 		case head.SHA256 != entries[last].sum:

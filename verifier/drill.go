@@ -230,6 +230,23 @@ type drillState struct {
 	LastChecked *DrillResult `json:"last_checked,omitempty"`
 }
 
+// LoadDrills reads the last and the last passing drill of a target from
+// state_dir, as the daemon recorded them (nil, nil when it has none).
+func LoadDrills(stateDir, target string) (last, lastOK *DrillResult, err error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, "targets", target, "drill.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	var st drillState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", target, err)
+	}
+	return st.Last, st.LastOK, nil
+}
+
 func (d *Driller) stateFile() string {
 	return filepath.Join(d.stateDir, "targets", d.target.Name, "drill.json")
 }

@@ -142,6 +142,13 @@ func TestDrillAndReportsVerifyCommands(t *testing.T) {
 	if code != 1 || !strings.Contains(out, n0+": altered") || !strings.Contains(out, n2+": missing") {
 		t.Errorf("exit %d, want 1 naming %s altered and %s missing:\n%s", code, n0, n2, out)
 	}
+	// A configured target whose whole reports folder is gone, while
+	// drill.json records its drills, is broken too.
+	os.RemoveAll(filepath.Join(dir, "state", "reports", "crm"))
+	code, out, _ = runCLI(t, "reports", "verify", "--config", cfg)
+	if code != 1 || !strings.Contains(out, "crm: BROKEN") || !strings.Contains(out, "crm/: missing: the target's reports folder is gone") {
+		t.Errorf("deleted folder: exit %d, want 1 naming crm/ missing:\n%s", code, out)
+	}
 	if code, _, errOut := runCLI(t, "reports", "list", "--config", cfg); code != 2 || !strings.Contains(errOut, `only subcommand is "verify"`) {
 		t.Errorf("reports list: %d %s", code, errOut)
 	}

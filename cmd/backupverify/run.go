@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -372,23 +373,44 @@ func drillNow(ctx context.Context, path, target, format string, stdout io.Writer
 	return nil
 }
 
-// verifyReports walks each target's chain of reports.
+// verifyReports walks the chain of reports of each configured target (and
+// of any other folder in state_dir/reports), cross-checked against the
+// drills recorded in drill.json, pruning against reports.retention, and
+// signatures when reports.signing_key_file is set.
 func verifyReports(path, target string, stdout io.Writer) error {
 	c, err := loadConfig(path)
 	if err != nil {
 		return err
 	}
-	store := &report.Store{Dir: filepath.Join(c.StateDir, "reports")}
-	targets, err := store.Targets()
+	key, err := daemon.SigningKey(c)
 	if err != nil {
 		return err
+	}
+	store := &report.Store{Dir: filepath.Join(c.StateDir, "reports"), Retention: c.Reports.Retention.D(),
+		Now: time.Now, SigningKey: key}
+	var targets []string
+	for _, t := range c.Targets {
+		targets = append(targets, t.Name)
+	}
+	folders, err := store.Targets()
+	if err != nil {
+		return err
+	}
+	for _, f := range folders {
+		if !slices.Contains(targets, f) {
+			targets = append(targets, f)
+		}
 	}
 	if target != "" {
 		targets = []string{target}
 	}
 	broken := 0
 	for _, t := range targets {
-		n, probs, err := store.Verify(t)
+		last, lastOK, err := verifier.LoadDrills(c.StateDir, t)
+		if err != nil {
+			return fmt.Errorf("read drill state: %w", err)
+		}
+		n, probs, err := store.VerifyTarget(t, last, lastOK)
 		if err != nil {
 			return err
 		}
@@ -401,9 +423,6 @@ func verifyReports(path, target string, stdout io.Writer) error {
 		for _, p := range probs {
 			fmt.Fprintf(stdout, "  %s\n", p)
 		}
-	}
-	if len(targets) == 0 {
-		fmt.Fprintf(stdout, "no reports in %s\n", store.Dir)
 	}
 	if broken > 0 {
 		return failedError{fmt.Sprintf("%d target(s) with a broken chain", broken)}
