@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,8 +120,18 @@ func get(t *testing.T, url string) (int, string, string) {
 	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
 }
 
-// startDaemon runs a daemon on a config and returns its base URL.
+// startDaemon runs a daemon on a config and returns its base URL; it is
+// stopped at the end of the test.
 func startDaemon(t *testing.T, yaml string) (*Daemon, string) {
+	t.Helper()
+	d, base, stop := runDaemon(t, yaml)
+	t.Cleanup(stop)
+	return d, base
+}
+
+// runDaemon runs a daemon on a config and returns its base URL and what
+// stops it (and waits for it). A daemon that fails to start fails the test.
+func runDaemon(t *testing.T, yaml string) (*Daemon, string, func()) {
 	t.Helper()
 	cfgPath := filepath.Join(t.TempDir(), "c.yml")
 	os.WriteFile(cfgPath, []byte(yaml), 0o644)
@@ -132,6 +143,13 @@ func startDaemon(t *testing.T, yaml string) (*Daemon, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, web.New(d, testLog(t), time.Now).Register) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return d, "http://" + <-addrc
+	select {
+	case a := <-addrc:
+		var once sync.Once
+		return d, "http://" + a, func() { once.Do(func() { cancel(); <-done }) }
+	case err := <-done:
+		cancel()
+		t.Fatalf("the daemon did not start: %v", err)
+		return nil, "", nil
+	}
 }

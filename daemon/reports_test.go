@@ -34,7 +34,8 @@ targets:
     source: file://%s/b/
     rto: 10m
 `, dir, s.Endpoint, dir)
-	d, base := startDaemon(t, yaml)
+	d, base, stop := runDaemon(t, yaml)
+	t.Cleanup(stop)
 	d.sched.RunNow("crm", "test")
 	waitUntil(t, "the drill", 60*time.Second, func() bool {
 		return scrapeURL(t, base+"/metrics")[`backupverify_drill_success{target="crm"}`] == 1
@@ -57,7 +58,8 @@ targets:
 	}
 	before := scrapeURL(t, base+"/metrics")
 
-	// A second daemon on the same state, before it runs any drill.
+	// The daemon restarted on the same state, before it runs any drill.
+	stop()
 	_, base2 := startDaemon(t, strings.Replace(yaml, "reports: {upload", "reports: {retention: 400d, upload", 1))
 	after := scrapeURL(t, base2+"/metrics")
 	for _, series := range []string{`backupverify_drill_success{target="crm"}`, `backupverify_rto_seconds{target="crm"}`,
