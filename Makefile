@@ -22,7 +22,8 @@ test: deps lint
 # Each fuzz target, its package and its committed seed corpus (testdata/fuzz/).
 FUZZ_TARGETS := FuzzArchiveHeader:./verifier FuzzFindSum:./verifier \
 	FuzzParse:./config FuzzGlob:./config \
-	FuzzRestrictFilter:./verifier/pgscratch FuzzParseRestoreErrors:./verifier/pgscratch
+	FuzzRestrictFilter:./verifier/pgscratch FuzzParseRestoreErrors:./verifier/pgscratch \
+	FuzzRead:./verifier/pgdump
 FUZZTIME ?= 5s
 
 ## fuzz: run each fuzz target for FUZZTIME (5s) beyond its seed corpus; a crasher is written to testdata/fuzz/

@@ -68,11 +68,16 @@ func TestWriteRefusesABrokenChain(t *testing.T) {
 	newest := filepath.Join(s.Dir, "crm", names[1]+".json")
 	b, _ := os.ReadFile(newest)
 	os.WriteFile(newest, bytes.Replace(b, []byte(`"ok": true`), []byte(`"ok": false`), 1), 0o644)
+	counted := map[string]int{}
+	s.OnError = func(op string) { counted[op]++ }
 	r := passing()
 	r.Started = t0.Add(72 * time.Hour)
 	_, _, err := s.Write(context.Background(), r)
 	if !errors.Is(err, ErrBrokenChain) || !strings.Contains(err.Error(), names[1]+" was altered") {
 		t.Fatalf("write onto an altered newest report: %v, want ErrBrokenChain naming %s", err, names[1])
+	}
+	if counted["write"] != 1 {
+		t.Errorf("report errors counted %v, want one write", counted)
 	}
 	if _, err := os.Stat(filepath.Join(s.Dir, "crm", r.Started.Format(nameLayout)+".json")); err == nil {
 		t.Error("a report was written onto the broken chain")

@@ -53,15 +53,23 @@ func FuzzRestrictFilter(f *testing.F) {
 // Seeds: the real output of pg_restore 15 restoring the sample database into
 // one where a table of it already exists (5 errors).
 func FuzzParseRestoreErrors(f *testing.F) {
-	f.Add([]byte("pg_restore: from TOC entry 215; 1259 16386 TABLE leads postgres\npg_restore: error: could not execute query: ERROR:  boom\nDETAIL:  x\n"))
+	f.Add([]byte("pg_restore: from TOC entry 215; 1259 16386 TABLE leads postgres\npg_restore: error: could not execute query: ERROR:  boom\nDETAIL:  Key (email)=(a@b.c)\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		errs := parseRestoreErrors(bytes.NewReader(in))
-		if n := bytes.Count(in, []byte("pg_restore: error: ")); len(errs) > n {
-			t.Fatalf("%d errors from %d error lines", len(errs), n)
+		out := parseRestoreOutput(bytes.NewReader(in))
+		if n := bytes.Count(in, []byte("pg_restore: error: ")); len(out.errors) > n {
+			t.Fatalf("%d errors from %d error lines", len(out.errors), n)
 		}
-		for _, e := range errs {
-			if e.entry != "" && !bytes.Contains(in, []byte(strings.Fields(e.entry)[0])) {
-				t.Fatalf("entry %q is not from the input", e.entry)
+		if out.parallelErrors > len(out.errors) {
+			t.Fatalf("%d parallel errors of %d", out.parallelErrors, len(out.errors))
+		}
+		for _, e := range out.errors {
+			// Each message is the rest of one error line: a DETAIL or
+			// CONTEXT line (row data) never joins it.
+			if strings.ContainsAny(e.msg, "\n\r") || !bytes.Contains(in, []byte(e.msg)) {
+				t.Fatalf("message %q is not the rest of one error line of the input", e.msg)
+			}
+			if e.entry != nil && !bytes.Contains(in, []byte(e.entry.kind)) {
+				t.Fatalf("entry kind %q is not from the input", e.entry.kind)
 			}
 		}
 	})
