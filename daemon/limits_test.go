@@ -69,8 +69,8 @@ func TestVerifyLimits(t *testing.T) {
 		if d := time.Since(start); d > 20*time.Second {
 			t.Errorf("the scan took %s; verify.timeout is 2s", d)
 		}
-		h.expect("slow", merge(zeroFailures("download_error", 1), map[string]float64{"backup_checksum_ok": 0}))
-		if e := h.w.Status().LastResult.Error; !strings.Contains(e, "verify.timeout (2s)") {
+		h.expect("slow", merge(zeroFailures("download_error", 1), map[string]float64{"backup_download_failing": 1}))
+		if e := h.w.Status().DownloadError; !strings.Contains(e, "verify.timeout (2s)") {
 			t.Errorf("error %q does not name verify.timeout", e)
 		}
 	})
