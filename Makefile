@@ -24,9 +24,9 @@ FUZZ_TARGETS := FuzzArchiveHeader:./verifier FuzzFindSum:./verifier \
 	FuzzParse:./config FuzzGlob:./config \
 	FuzzRestrictFilter:./verifier/pgscratch FuzzParseRestoreErrors:./verifier/pgscratch \
 	FuzzRead:./verifier/pgdump
-FUZZTIME ?= 5s
+FUZZTIME ?= 3s
 
-## fuzz: run each fuzz target for FUZZTIME (5s) beyond its seed corpus; a crasher is written to testdata/fuzz/
+## fuzz: run each fuzz target for FUZZTIME (3s) beyond its seed corpus; a crasher is written to testdata/fuzz/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  name=$${t%%:*}; pkg=$${t#*:}; \
