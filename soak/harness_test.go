@@ -80,7 +80,6 @@ type env struct {
 	lastRSS    time.Time
 	backups    []string // prefixes of the backups taken, oldest first
 	oldBackup  string   // the backup dated two hours ago, never deleted
-	dumpScript string
 }
 
 type rssSample struct {
