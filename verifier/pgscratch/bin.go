@@ -219,9 +219,18 @@ func command(ctx context.Context, prog string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// firstLines condenses a program's stderr into one message.
+// firstLines condenses a program's stderr into one message. The server's
+// DETAIL, CONTEXT and LINE lines (and pg_restore's "Command was:") are
+// dropped first: they carry row data such as "Key (email)=(alice@example.com)"
+// and statement text, which must not leave the drill.
 func firstLines(stderr string, err error) string {
-	s := strings.TrimSpace(stderr)
+	var kept []string
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		if !rowDataLine.MatchString(l) {
+			kept = append(kept, l)
+		}
+	}
+	s := strings.TrimSpace(strings.Join(kept, "\n"))
 	if s == "" {
 		return err.Error()
 	}
@@ -231,6 +240,11 @@ func firstLines(stderr string, err error) string {
 	}
 	return strings.Join(lines, "; ")
 }
+
+// rowDataLine matches a server message's DETAIL, CONTEXT, QUERY or LINE part,
+// with or without psql's "psql:<stdin>:N: " prefix, pg_restore's "Command
+// was:", and the caret line under a LINE part.
+var rowDataLine = regexp.MustCompile(`^\s*(?:psql:[^:]*:\d+:\s*)?(?:DETAIL:|CONTEXT:|QUERY:|LINE \d+:|Command was:|\^\s*$)`)
 
 // limitedBuffer keeps the first max bytes written to it.
 type limitedBuffer struct {

@@ -2,6 +2,7 @@ package pgscratch
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -336,5 +337,25 @@ func TestSCRAMVerifier(t *testing.T) {
 	}
 	if !strings.HasPrefix(got, "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$") || strings.Contains(got, "pencil") {
 		t.Errorf("verifier %s", got)
+	}
+}
+
+func TestFirstLinesDropsRowData(t *testing.T) {
+	stderr := `psql:<stdin>:41: ERROR:  duplicate key value violates unique constraint "u_email_key"
+DETAIL:  Key (email)=(alice@example.com) already exists.
+CONTEXT:  COPY u, line 2
+psql:<stdin>:7: ERROR:  syntax error at or near "alice@example.com"
+LINE 1: SELECT 'x' alice@example.com
+                   ^
+pg_restore: error: could not execute query: ERROR:  boom
+Command was: INSERT INTO u VALUES ('bob@example.com');`
+	got := firstLines(stderr, errors.New("exit status 3"))
+	for _, secret := range []string{"Key (email)", "COPY u, line 2", "bob@example.com", "LINE 1"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("firstLines kept %q: %s", secret, got)
+		}
+	}
+	if !strings.Contains(got, `duplicate key value violates unique constraint "u_email_key"`) {
+		t.Errorf("firstLines lost the message: %s", got)
 	}
 }
