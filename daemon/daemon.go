@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	toolkitweb "github.com/prometheus/exporter-toolkit/web"
+
 	"github.com/backupverify/backupverify/config"
 	"github.com/backupverify/backupverify/metrics"
 	"github.com/backupverify/backupverify/report"
@@ -57,6 +59,11 @@ type Options struct {
 	Reload <-chan struct{}
 	// Listening, if set, is called with the bound address once serving.
 	Listening func(addr string)
+	// WebConfigFile, if set, is an exporter-toolkit web configuration
+	// (--web.config.file): TLS and basic auth for the HTTP endpoint. It is
+	// read again for each connection and request, so a renewed certificate
+	// or a changed password needs no restart.
+	WebConfigFile string
 }
 
 // Daemon runs every target's loops and the HTTP server.
@@ -135,6 +142,9 @@ func (d *Daemon) Run(ctx context.Context, routes func(*http.ServeMux)) error {
 		return err
 	}
 	defer release()
+	if err := toolkitweb.Validate(d.opt.WebConfigFile); err != nil {
+		return fmt.Errorf("web config %s: %w", d.opt.WebConfigFile, err)
+	}
 	ln, err := net.Listen("tcp", d.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", d.cfg.Listen, err)
@@ -151,7 +161,9 @@ func (d *Daemon) Run(ctx context.Context, routes func(*http.ServeMux)) error {
 	}
 	srv := newHTTPServer(d.handler(routes))
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() {
+		serveErr <- toolkitweb.Serve(ln, srv, &toolkitweb.FlagConfig{WebConfigFile: &d.opt.WebConfigFile}, d.log)
+	}()
 	d.ready.Store(true)
 	d.log.Info("serving", "addr", ln.Addr().String(), "targets", len(d.cfg.Targets), "state_dir", d.cfg.StateDir)
 	if d.opt.Listening != nil {

@@ -26,7 +26,7 @@ import (
 // stale, then a corrupt one lands, then a good one: the alerts fire and
 // resolve, as Prometheus's own API reports them.
 func TestPrometheusEndToEnd(t *testing.T) {
-	prom := testenv.LookTool(t, "prometheus", "apt-get install prometheus")
+	testenv.LookTool(t, "prometheus", "apt-get install prometheus")
 	pg := testenv.StartPostgres(t)
 	pg.CreateSample(t, "crm", 300)
 	s := testenv.StartS3(t)
@@ -81,30 +81,14 @@ targets:
 	}
 	rules = regexp.MustCompile(`(?m)^(\s+for:) \d+m$`).ReplaceAll(rules, []byte("$1 2s"))
 	os.WriteFile(filepath.Join(dir, "alerts.yaml"), rules, 0o644)
-	pport := testenv.FreePort(t)
-	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(fmt.Sprintf(`global:
+	api := startPrometheus(t, dir, fmt.Sprintf(`global:
   scrape_interval: 1s
   evaluation_interval: 1s
 rule_files: [%s/alerts.yaml]
 scrape_configs:
   - job_name: backupverify
     static_configs: [{targets: ["127.0.0.1:%d"]}]
-`, dir, port)), 0o644)
-	pcmd := exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), fmt.Sprintf("--web.listen-address=127.0.0.1:%d", pport), "--log.level=warn")
-	var plog bytes.Buffer
-	pcmd.Stdout, pcmd.Stderr = &plog, &plog
-	if err := pcmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		pcmd.Process.Kill()
-		pcmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus log:\n%s", plog.String())
-		}
-	})
-	api := fmt.Sprintf("http://127.0.0.1:%d/api/v1/", pport)
+`, dir, port))
 
 	// state of an alert for target crm: "", "pending" or "firing".
 	alertState := func(name string) string {
@@ -133,25 +117,7 @@ scrape_configs:
 		}
 		return ""
 	}
-	query := func(q string) string {
-		resp, err := http.Get(api + "query?query=" + url.QueryEscape(q))
-		if err != nil {
-			return ""
-		}
-		defer resp.Body.Close()
-		var out struct {
-			Data struct {
-				Result []struct {
-					Value [2]any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		json.NewDecoder(resp.Body).Decode(&out)
-		if len(out.Data.Result) == 0 {
-			return ""
-		}
-		return fmt.Sprint(out.Data.Result[0].Value[1])
-	}
+	query := func(q string) string { return promQuery(api, q) }
 	waitUntil(t, "Prometheus to scrape a verified backup", 60*time.Second, func() bool {
 		return query(`backupverify_backup_checksum_ok{target="crm"}`) == "1"
 	})
@@ -186,6 +152,55 @@ scrape_configs:
 }
 
 func sha256hex(b []byte) string { return sum(b) }
+
+// startPrometheus runs a real Prometheus on the configuration yml (written
+// into dir, its TSDB there too) on a free loopback port until the test ends,
+// and returns its API's base URL. Its log is shown if the test fails.
+func startPrometheus(t *testing.T, dir, yml string) string {
+	t.Helper()
+	prom := testenv.LookTool(t, "prometheus", "apt-get install prometheus")
+	pport := testenv.FreePort(t)
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pcmd := exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), fmt.Sprintf("--web.listen-address=127.0.0.1:%d", pport), "--log.level=warn")
+	var plog bytes.Buffer
+	pcmd.Stdout, pcmd.Stderr = &plog, &plog
+	if err := pcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pcmd.Process.Kill()
+		pcmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus log:\n%s", plog.String())
+		}
+	})
+	return fmt.Sprintf("http://127.0.0.1:%d/api/v1/", pport)
+}
+
+// promQuery is the value of the first series of an instant query against
+// Prometheus's API at api, "" if there is none (yet).
+func promQuery(api, q string) string {
+	resp, err := http.Get(api + "query?query=" + url.QueryEscape(q))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	json.NewDecoder(resp.Body).Decode(&out)
+	if len(out.Data.Result) == 0 {
+		return ""
+	}
+	return fmt.Sprint(out.Data.Result[0].Value[1])
+}
 
 // specMetrics are the metric names of SPEC §5, §9 and the team's metric
 // contract (the BRIEF): each must also be in metrics.Names().

@@ -59,7 +59,7 @@ type command struct {
 }
 
 var commands = []command{
-	{"run", "--config FILE", "the daemon (SIGHUP reloads the config)", []string{"config"}},
+	{"run", "--config FILE [--web.config.file FILE]", "the daemon (SIGHUP reloads the config)", []string{"config", "web.config.file"}},
 	{"verify", "--config FILE [--target NAME]", "verify the newest backup of each target now", []string{"config", "target"}},
 	{"drill", "--config FILE [--target NAME] [--format md|json]",
 		"restore the newest backup of each target now, run its checks, write and print the drill report",
@@ -97,7 +97,7 @@ backupverify <command> --help shows a command's flags; backupverify --version it
 
 // options are the values of every flag; a command defines only its own.
 type options struct {
-	config, target, format, logLevel, logFormat string
+	config, target, format, logLevel, logFormat, webConfig string
 }
 
 func (c command) flagSet(o *options) *flag.FlagSet {
@@ -112,6 +112,9 @@ func (c command) flagSet(o *options) *flag.FlagSet {
 			fs.StringVar(&o.target, "target", "", "only this target")
 		case "format":
 			fs.StringVar(&o.format, "format", "md", "print the report as Markdown (md) or JSON (json)")
+		case "web.config.file":
+			fs.StringVar(&o.webConfig, "web.config.file", "",
+				"TLS and basic auth for the HTTP endpoint: a Prometheus exporter-toolkit web configuration")
 		}
 	}
 	fs.StringVar(&o.logLevel, "log-level", "info", logging.LevelUsage)
@@ -120,7 +123,7 @@ func (c command) flagSet(o *options) *flag.FlagSet {
 }
 
 // placeholders name each flag's value in help texts.
-var placeholders = map[string]string{"config": "FILE", "target": "NAME", "format": "md|json",
+var placeholders = map[string]string{"config": "FILE", "target": "NAME", "format": "md|json", "web.config.file": "FILE",
 	"log-level": "LEVEL", "log-format": "FORMAT"}
 
 // printUsage writes a command's synopsis and its flags, and only its own.
@@ -209,7 +212,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "reports verify":
 		return verifyReports(o.config, o.target, stdout)
 	default:
-		return runDaemon(ctx, o.config, log)
+		return runDaemon(ctx, o.config, o.webConfig, log)
 	}
 }
 
@@ -230,7 +233,7 @@ func checkConfig(path string, stdout io.Writer) error {
 	return nil
 }
 
-func runDaemon(ctx context.Context, path string, log *slog.Logger) error {
+func runDaemon(ctx context.Context, path, webConfig string, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -248,7 +251,7 @@ func runDaemon(ctx context.Context, path string, log *slog.Logger) error {
 			}
 		}
 	}()
-	d, err := daemon.New(daemon.Options{ConfigPath: path, Log: log, Build: buildInfo(), Reload: reload})
+	d, err := daemon.New(daemon.Options{ConfigPath: path, WebConfigFile: webConfig, Log: log, Build: buildInfo(), Reload: reload})
 	if err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {
