@@ -26,8 +26,8 @@ import (
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 and its key
-// into dir as cert.pem and key.pem, and returns the certificate's pool.
-func selfSigned(t *testing.T, dir string) *x509.CertPool {
+// (PEM) to certFile and keyFile, and returns the certificate's pool.
+func selfSigned(t *testing.T, certFile, keyFile string) *x509.CertPool {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -53,10 +53,10 @@ func selfSigned(t *testing.T, dir string) *x509.CertPool {
 		t.Fatal(err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o644); err != nil {
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
@@ -108,7 +108,7 @@ targets:
 func TestTLSBasicAuthScrape(t *testing.T) {
 	testenv.LookTool(t, "prometheus", "apt-get install prometheus")
 	dir := t.TempDir()
-	pool := selfSigned(t, dir)
+	pool := selfSigned(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret pass"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -152,8 +152,8 @@ basic_auth_users:
 	}
 	// Plain HTTP gets no metrics.
 	code, body, err = get(&http.Client{Timeout: 10 * time.Second}, "http://"+addr+"/metrics", "prometheus", "s3cret pass", nil)
-	if err == nil && (code == 200 || strings.Contains(body, "backupverify_")) {
-		t.Errorf("plain HTTP was served: %d\n%.300s", code, body)
+	if err != nil || code != http.StatusBadRequest || strings.Contains(body, "backupverify_") {
+		t.Errorf("plain HTTP: %d %v, want 400 without metrics\n%.300s", code, err, body)
 	}
 	// No or wrong credentials, on every path.
 	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
@@ -199,14 +199,58 @@ scrape_configs:
 	}
 }
 
-// TestTLSBadWebConfig: a web config that cannot be used stops the daemon
-// before it listens, with the file named, instead of serving without TLS.
+// TestTLSBadWebConfig: a web config that cannot be used (a missing
+// certificate, a password that is no bcrypt hash, an unknown key) stops the
+// daemon before it listens, with the file named, instead of serving without
+// TLS or auth.
 func TestTLSBadWebConfig(t *testing.T) {
+	for _, bad := range []string{
+		"tls_server_config:\n  cert_file: missing.pem\n  key_file: missing-key.pem\n",
+		"basic_auth_users:\n  prometheus: plaintext\n",
+		"basic_auth_user:\n  prometheus: $2a$10$5oY6H5pm6RyQuID1FEXRf.uLX6NdXsdHJkdjEjw2CaXcaCCe12cV6\n",
+	} {
+		dir := t.TempDir()
+		webCfg := filepath.Join(dir, "web-config.yml")
+		os.WriteFile(webCfg, []byte(bad), 0o644)
+		_, err := runDaemonWeb(t, dir, webCfg)
+		if err == nil || !strings.Contains(err.Error(), webCfg) {
+			t.Errorf("Run with web config %q: %v, want an error naming %s", bad, err, webCfg)
+		}
+	}
+}
+
+// TestTLSExampleWebConfig: deploy/examples/web-config.yml works as it says,
+// with a certificate and key under the names it gives, beside it, and the
+// password its comment names.
+func TestTLSExampleWebConfig(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "deploy/examples/web-config.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	webCfg := filepath.Join(dir, "web-config.yml")
-	os.WriteFile(webCfg, []byte("tls_server_config:\n  cert_file: missing.pem\n  key_file: missing-key.pem\n"), 0o644)
-	_, err := runDaemonWeb(t, dir, webCfg)
-	if err == nil || !strings.Contains(err.Error(), webCfg) {
-		t.Fatalf("Run with an unusable web config: %v, want an error naming %s", err, webCfg)
+	os.WriteFile(webCfg, example, 0o644)
+	pool := selfSigned(t, filepath.Join(dir, "backupverify.crt"), filepath.Join(dir, "backupverify.key"))
+	addr, err := runDaemonWeb(t, dir, webCfg)
+	if err != nil {
+		t.Fatalf("the daemon did not start with the example web config: %v", err)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for _, tc := range []struct {
+		user, pass string
+		want       int
+	}{{"prometheus", "change-me", 200}, {"prometheus", "", 401}, {"", "", 401}} {
+		req, _ := http.NewRequest("GET", "https://"+addr+"/metrics", nil)
+		if tc.user != "" {
+			req.SetBasicAuth(tc.user, tc.pass)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("as %q/%q: %d, want %d", tc.user, tc.pass, resp.StatusCode, tc.want)
+		}
 	}
 }

@@ -117,7 +117,7 @@ func TestREADMEMatchesTheBinary(t *testing.T) {
 		}
 		help[c.name] = out
 		flagOf[c.name] = map[string]string{}
-		for _, m := range regexp.MustCompile(`(?m)^  --([a-z-]+) (.*)$`).FindAllStringSubmatch(out, -1) {
+		for _, m := range regexp.MustCompile(`(?m)^  --([a-z][a-z.-]*) (.*)$`).FindAllStringSubmatch(out, -1) {
 			flagOf[c.name][m[1]] = m[2]
 			allFlags[m[1]] = true
 		}
@@ -130,7 +130,7 @@ func TestREADMEMatchesTheBinary(t *testing.T) {
 
 	// Commands and their flags, where the README shows them.
 	cmdRE := regexp.MustCompile(`(?:^|[\s(/])backupverify ([a-z][a-z-]*)((?: verify)?)\b(.*)`)
-	flagRE := regexp.MustCompile(`--([a-z][a-z-]*)(?:[ =]([a-z]+(?:\|[a-z]+)+))?`)
+	flagRE := regexp.MustCompile(`--([a-z][a-z-]*(?:\.[a-z][a-z-]*)*)(?:[ =]([a-z]+(?:\|[a-z]+)+))?`) // dotted: --web.config.file
 	named := map[string]bool{}
 	for _, s := range r.snippets() {
 		m := cmdRE.FindStringSubmatch(s)
@@ -214,8 +214,8 @@ func TestREADMEMatchesTheBinary(t *testing.T) {
 	keys := config.Keys()
 	documented := map[string]bool{}
 	for i, b := range r.code {
-		if r.lang[i] != "yaml" {
-			continue
+		if r.lang[i] != "yaml" || len(b) > 0 && strings.HasPrefix(b[0], "scrape_configs:") {
+			continue // not YAML, or Prometheus's scrape config
 		}
 		var doc yaml.Node
 		if err := yaml.Unmarshal([]byte(strings.Join(b, "\n")), &doc); err != nil {
