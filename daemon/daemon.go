@@ -160,6 +160,9 @@ func (d *Daemon) Run(ctx context.Context, routes func(*http.ServeMux)) error {
 		return err
 	}
 	srv := newHTTPServer(d.handler(routes))
+	// The server's own errors (a failed TLS handshake, a plain HTTP request
+	// on a TLS port) go to the daemon's log, in its format.
+	srv.ErrorLog = slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)
 	serveErr := make(chan error, 1)
 	go func() {
 		serveErr <- toolkitweb.Serve(ln, srv, &toolkitweb.FlagConfig{WebConfigFile: &d.opt.WebConfigFile}, d.log)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,12 +12,14 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +27,24 @@ import (
 
 	"github.com/backupverify/backupverify/internal/testenv"
 )
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 and its key
 // (PEM) to certFile and keyFile, and returns the certificate's pool.
@@ -66,7 +87,7 @@ func selfSigned(t *testing.T, certFile, keyFile string) *x509.CertPool {
 
 // runDaemonWeb runs a daemon with a web config; it returns the bound address
 // and the error Run returned at once, if it did not start.
-func runDaemonWeb(t *testing.T, dir, webConfig string) (string, error) {
+func runDaemonWeb(t *testing.T, dir, webConfig string, log *slog.Logger) (string, error) {
 	t.Helper()
 	os.MkdirAll(filepath.Join(dir, "b"), 0o755)
 	cfgPath := filepath.Join(dir, "backupverify.yml")
@@ -77,7 +98,7 @@ targets:
     source: file://%s/b/
 `, dir, dir)), 0o644)
 	addrc := make(chan string, 1)
-	d, err := New(Options{ConfigPath: cfgPath, WebConfigFile: webConfig, Log: testLog(t), Listening: func(a string) { addrc <- a }})
+	d, err := New(Options{ConfigPath: cfgPath, WebConfigFile: webConfig, Log: log, Listening: func(a string) { addrc <- a }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +142,8 @@ func TestTLSBasicAuthScrape(t *testing.T) {
 basic_auth_users:
   prometheus: %s
 `, hash)), 0o644)
-	addr, err := runDaemonWeb(t, dir, webCfg)
+	var logBuf syncBuffer
+	addr, err := runDaemonWeb(t, dir, webCfg, slog.New(slog.NewJSONHandler(&logBuf, nil)))
 	if err != nil {
 		t.Fatalf("the daemon did not start: %v", err)
 	}
@@ -155,6 +177,10 @@ basic_auth_users:
 	if err != nil || code != http.StatusBadRequest || strings.Contains(body, "backupverify_") {
 		t.Errorf("plain HTTP: %d %v, want 400 without metrics\n%.300s", code, err, body)
 	}
+	// and the server says so in the daemon's own (here JSON) log.
+	waitUntil(t, "the handshake error in the daemon's log", 10*time.Second, func() bool {
+		return strings.Contains(logBuf.String(), `{"time":`) && strings.Contains(logBuf.String(), `"level":"WARN","msg":"http: TLS handshake error`)
+	})
 	// No or wrong credentials, on every path.
 	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
 		for _, cred := range [][2]string{{"", ""}, {"prometheus", "wrong"}, {"other", "s3cret pass"}} {
@@ -212,7 +238,7 @@ func TestTLSBadWebConfig(t *testing.T) {
 		dir := t.TempDir()
 		webCfg := filepath.Join(dir, "web-config.yml")
 		os.WriteFile(webCfg, []byte(bad), 0o644)
-		_, err := runDaemonWeb(t, dir, webCfg)
+		_, err := runDaemonWeb(t, dir, webCfg, testLog(t))
 		if err == nil || !strings.Contains(err.Error(), webCfg) {
 			t.Errorf("Run with web config %q: %v, want an error naming %s", bad, err, webCfg)
 		}
@@ -231,7 +257,7 @@ func TestTLSExampleWebConfig(t *testing.T) {
 	webCfg := filepath.Join(dir, "web-config.yml")
 	os.WriteFile(webCfg, example, 0o644)
 	pool := selfSigned(t, filepath.Join(dir, "backupverify.crt"), filepath.Join(dir, "backupverify.key"))
-	addr, err := runDaemonWeb(t, dir, webCfg)
+	addr, err := runDaemonWeb(t, dir, webCfg, testLog(t))
 	if err != nil {
 		t.Fatalf("the daemon did not start with the example web config: %v", err)
 	}
