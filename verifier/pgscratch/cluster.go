@@ -312,8 +312,19 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 
 // clusterEnv is the whole environment of initdb, pg_ctl and the server:
 // nothing of the daemon's (no AWS credentials, no trigger token, no PG*).
+// The one exception is nss_wrapper's, for a daemon (not root) running under
+// a UID with no passwd entry, as the image's entry point sets up on
+// OpenShift: initdb must look its own user up, and runs as the daemon.
 func clusterEnv() []string {
-	return []string{"PATH=/usr/bin:/bin", "LC_ALL=C", "LANG=C", "TZ=UTC"}
+	env := []string{"PATH=/usr/bin:/bin", "LC_ALL=C", "LANG=C", "TZ=UTC"}
+	if os.Geteuid() != 0 && strings.Contains(os.Getenv("LD_PRELOAD"), "nss_wrapper") {
+		for _, k := range []string{"LD_PRELOAD", "NSS_WRAPPER_PASSWD", "NSS_WRAPPER_GROUP"} {
+			if v, ok := os.LookupEnv(k); ok {
+				env = append(env, k+"="+v)
+			}
+		}
+	}
+	return env
 }
 
 // Psql runs psql against a database of the cluster as its superuser.
