@@ -56,7 +56,7 @@ func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
 		out = append(out, verifier.Object{
 			Key:          filepath.ToSlash(rel),
 			Size:         fi.Size(),
-			ETag:         fmt.Sprintf("%x-%x", fi.Size(), fi.ModTime().UnixNano()),
+			ETag:         etag(fi),
 			LastModified: fi.ModTime().UTC(),
 		})
 		return nil
@@ -77,8 +77,39 @@ func (s *Source) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("open %s: %w", key, verifier.ErrNotFound)
 	}
-	return f, err
+	if err != nil {
+		return nil, err
+	}
+	return &ctxFile{ctx: ctx, f: f}, nil
 }
 
-// StoredChecksum returns "": a folder keeps no checksum beside the bytes.
-func (s *Source) StoredChecksum(context.Context, string) (string, error) { return "", nil }
+// ctxFile stops reading once its context is done, as an S3 body does: a file
+// read is never cancelled by the kernel, so a verification past its timeout
+// would otherwise read a large backup to its end.
+type ctxFile struct {
+	ctx context.Context
+	f   *os.File
+}
+
+func (c *ctxFile) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.f.Read(p)
+}
+
+func (c *ctxFile) Close() error { return c.f.Close() }
+
+// StoredChecksum returns "" for a file that exists: a folder keeps no
+// checksum beside the bytes.
+func (s *Source) StoredChecksum(_ context.Context, key string) (string, error) {
+	clean := path.Clean("/" + key)[1:]
+	if clean == "" || clean != key {
+		return "", fmt.Errorf("stat %q: not a key below %s", key, s.root)
+	}
+	_, err := os.Stat(filepath.Join(s.root, filepath.FromSlash(clean)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("stat %s: %w", key, verifier.ErrNotFound)
+	}
+	return "", err
+}
