@@ -168,6 +168,12 @@ func (s *Source) StoredChecksum(ctx context.Context, key string) (string, error)
 		ChecksumMode: types.ChecksumModeEnabled,
 	})
 	if err != nil {
+		// A HEAD answer has no body, so a missing key is NotFound, not NoSuchKey.
+		var nf *types.NotFound
+		var nsk *types.NoSuchKey
+		if errors.As(err, &nf) || errors.As(err, &nsk) {
+			return "", fmt.Errorf("head %s: %w", key, verifier.ErrNotFound)
+		}
 		return "", fmt.Errorf("head %s: %w", key, describe(err))
 	}
 	if c := aws.ToString(out.ChecksumSHA256); c != "" && !strings.Contains(c, "-") && out.ChecksumType != types.ChecksumTypeComposite {
