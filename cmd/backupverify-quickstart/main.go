@@ -18,6 +18,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -152,6 +154,9 @@ func quickstart(ctx context.Context, o options, stdout io.Writer, log *slog.Logg
 	if _, err := cron.ParseStandard(o.drillSchedule); err != nil {
 		return fmt.Errorf("--drill-schedule: %w", err)
 	}
+	if err := freshDrillsOnRowsChange(dir, o.rows, log); err != nil {
+		return err
+	}
 	cfgPath := filepath.Join(dir, "backupverify.yml")
 	if err := os.WriteFile(cfgPath, []byte(configFor(o, dir)), 0o644); err != nil {
 		return err
@@ -206,6 +211,36 @@ Press Ctrl-C to stop.
 			return err
 		}
 	}
+}
+
+// rowsFile, in the data folder, holds the --rows of the last run.
+const rowsFile = "rows"
+
+// freshDrillsOnRowsChange starts the sample target's drill history afresh
+// when --rows differs from the last run's (or the last run's is unknown):
+// its max_drop check compares with the last passing drill, so a run with
+// fewer rows would otherwise fail its own drills.
+func freshDrillsOnRowsChange(dir string, rows int, log *slog.Logger) error {
+	path := filepath.Join(dir, rowsFile)
+	was, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	now := strconv.Itoa(rows)
+	if prev := strings.TrimSpace(string(was)); prev != now {
+		drills := filepath.Join(dir, "state", "targets", "crm", "drill.json")
+		err := os.Remove(drills)
+		switch {
+		case err == nil:
+			if prev == "" {
+				prev = "unknown"
+			}
+			log.Info("--rows changed since the last run: drill history starts afresh", "rows", rows, "previous_rows", prev, "removed", drills)
+		case !errors.Is(err, os.ErrNotExist):
+			return err
+		}
+	}
+	return os.WriteFile(path, []byte(now+"\n"), 0o644)
 }
 
 func configFor(o options, dir string) string {
