@@ -33,7 +33,11 @@ type Source interface {
 	// db-other/ beside db/). Keys are never empty and never end in /: folders
 	// and S3 folder markers are not objects. Each Object has its Size, a
 	// non-empty ETag and LastModified in UTC. An empty root lists nothing,
-	// without error. It is one pass over the listing: no per-object requests.
+	// without error; a root that cannot be there (a folder that does not
+	// exist: an unmounted share is not an empty one) is an error. A Source
+	// may leave out what it knows to be unfinished writes (filesource: dot
+	// files, as rsync's temporary ones). It is one pass over the listing: no
+	// per-object requests.
 	// A cancelled ctx ends it with an error wrapping ctx.Err().
 	List(ctx context.Context) ([]Object, error)
 	// Open streams an object's content from its first byte; bodies of one

@@ -70,3 +70,27 @@ func TestETagChangesWhenMtimeIsKept(t *testing.T) {
 		t.Fatalf("LastModified moved: %v, then %v", objs[0].LastModified, again[0].LastModified)
 	}
 }
+
+// TestListOfAMissingFolderFails: an unmounted share or a mistyped path is
+// not an empty source (an S3 prefix cannot tell the two apart; a folder can).
+func TestListOfAMissingFolderFails(t *testing.T) {
+	if objs, err := filesource.New(filepath.Join(t.TempDir(), "absent")).List(t.Context()); err == nil {
+		t.Fatalf("listed %v from a folder that does not exist, without error", objs)
+	}
+}
+
+// TestDotFilesAreLeftOut: rsync writes .name.XXXXXX beside name before it
+// renames it; such files and folders are unfinished, not backups.
+func TestDotFilesAreLeftOut(t *testing.T) {
+	root := t.TempDir()
+	put(t, filepath.Join(root, ".a.dump.Xy12"), []byte("partial"))
+	put(t, filepath.Join(root, ".tmp", "b.dump"), []byte("partial"))
+	put(t, filepath.Join(root, "c.dump"), []byte("whole"))
+	objs, err := filesource.New(root).List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 || objs[0].Key != "c.dump" {
+		t.Fatalf("listed %+v, want only c.dump", objs)
+	}
+}

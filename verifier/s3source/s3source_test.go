@@ -40,3 +40,25 @@ func TestConformance(t *testing.T) {
 		}
 	})
 }
+
+// TestFolderMarkersAreNotListed: consoles and some tools create "folder/"
+// objects of size 0; they are not backups, nor is the prefix's own marker.
+func TestFolderMarkersAreNotListed(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "markers")
+	for _, k := range []string{"db/", "db/2026/", "db/2026/a.dump"} {
+		s3.Put(t, "markers", k, nil, testenv.PutOptions{})
+	}
+	src, err := s3source.New(t.Context(), s3source.Options{Bucket: "markers", Prefix: "db/",
+		ClientOptions: s3source.ClientOptions{Region: "us-east-1", Endpoint: s3.Endpoint, PathStyle: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := src.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 || objs[0].Key != "2026/a.dump" {
+		t.Fatalf("listed %+v, want only 2026/a.dump", objs)
+	}
+}
