@@ -372,3 +372,55 @@ func TestFreshnessLagNeverNegative(t *testing.T) {
 		}
 	}
 }
+
+// listFails is a source whose listing fails while fail is set.
+type listFails struct {
+	*memSource
+	fail bool
+}
+
+func (l *listFails) List(ctx context.Context) ([]Object, error) {
+	if l.fail {
+		return nil, errors.New("403 Forbidden")
+	}
+	return l.memSource.List(ctx)
+}
+
+// TestWatchStateSurvivesRestartsExactly: the time watching began is saved
+// even when the source has never been listed (else each restart would start
+// RPOExceeded's and DrillOverdue's grace again), and the last successful
+// listing is saved when the loop ends (else ScanFailing fires early after a
+// restart, from a time up to 10 minutes old).
+func TestWatchStateSurvivesRestartsExactly(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
+	clock := t0
+	now := func() time.Time { return clock }
+	src := &listFails{memSource: newMem(), fail: true}
+	run := func() *Watcher {
+		w, err := NewWatcher(sqlTarget(), src, noArchive{t}, nil, dir, discard(), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_ = w.Run(ctx)
+		return w
+	}
+	run()
+	clock = t0.Add(20 * time.Hour)
+	if got := run().Status().Since; !got.Equal(t0) {
+		t.Errorf("watch start after a restart with a source never listed = %v, want %v", got, t0)
+	}
+	src.fail = false
+	clock = t0.Add(20*time.Hour + 3*time.Minute)
+	run()
+	clock = clock.Add(3 * time.Minute) // a listing 3 minutes after the last saved one
+	run()
+	listed := clock
+	src.fail = true
+	clock = listed.Add(time.Minute)
+	if got := run().Status().ScanLastOK; !got.Equal(listed) {
+		t.Errorf("last successful listing after a restart = %v, want %v", got, listed)
+	}
+}

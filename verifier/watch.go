@@ -293,9 +293,29 @@ const dueSettle = 5 * time.Second
 // Run scans at once, then every poll at the target's own phase within it,
 // and just after each time the backup schedule says a backup is due, until
 // ctx ends (scheduler.Poll plans it, scheduler.Loop runs it).
+//
+// The state is saved when the loop starts without a state file (so the
+// time watching began survives a restart even while the source cannot be
+// listed) and when it ends (so the last successful listing is exact).
 func (w *Watcher) Run(ctx context.Context) error {
+	if _, err := os.Stat(w.file); errors.Is(err, fs.ErrNotExist) {
+		w.persist()
+	}
+	defer w.persist()
 	scheduler.Loop(ctx, w.now, w.plan.Next, w.Scan)
 	return nil
+}
+
+// persist saves the state with the last successful listing.
+func (w *Watcher) persist() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.scanOK.After(w.st.ScanLastOK) {
+		w.st.ScanLastOK = w.scanOK
+	}
+	if err := w.save(); err != nil {
+		w.saveFailed(err)
+	}
 }
 
 // Scan lists the source once and verifies the backups not seen before,
