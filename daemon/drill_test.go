@@ -391,6 +391,20 @@ func TestDrillSkipsABackupStillBeingWritten(t *testing.T) {
 	if !r.OK || r.Backup.Key != "2025-12-29T0100Z/backup.dump" {
 		t.Fatalf("ok %v, key %s, error %s", r.OK, r.Backup.Key, r.Error)
 	}
+
+	// The newest one's manifest was written first and its dump is still
+	// growing: a mismatch the watch loop waits for (checksum file older
+	// than the dump, within grace). The drill restores the one before it
+	// instead of failing in verify and paging.
+	growing := filepath.Join(dir, "b", "2025-12-29T0300Z")
+	putBackup(t, growing, "backup.dump", body)
+	os.WriteFile(filepath.Join(growing, "backup.dump"), body[:len(body)/3], 0o644)
+	before := time.Now().Add(-time.Minute)
+	os.Chtimes(filepath.Join(growing, "CHECKSUM"), before, before)
+	r = ds["t"].Run(context.Background(), "test")
+	if !r.OK || r.Backup.Key != "2025-12-29T0100Z/backup.dump" {
+		t.Fatalf("with a dump still growing under its manifest: ok %v, key %s, phase %s, error %s", r.OK, r.Backup.Key, r.FailedPhase, r.Error)
+	}
 }
 
 // TestPasswordsNeverLeak: the admin DSN's password appears in no log line,

@@ -536,7 +536,7 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 	if len(backups) == 0 {
 		return "", r, fmt.Errorf("no backups matching %q in %s", d.target.Glob, d.src)
 	}
-	nb := backups[0]
+	var nb Backup
 	// A backup whose manifest or sidecar is not there yet, and that is
 	// younger than backup_grace, may still be being written: drill the
 	// newest complete one, as a person would.
@@ -544,34 +544,46 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 	for _, b := range backups {
 		usesFiles = usesFiles || b.ChecksumKey != ""
 	}
-	for _, b := range backups {
+	first := 0 // all still being written: the newest, as before
+	for i, b := range backups {
 		expectsFile := b.ChecksumKind == ChecksumManifest || b.ChecksumKind == ChecksumSidecar ||
 			d.target.Checksum == ChecksumAuto && usesFiles
 		writing := expectsFile && b.ChecksumKey == "" && d.now().Sub(b.LastModified) < d.target.BackupGrace
 		if !writing {
-			nb = b
+			first = i
 			break
 		}
 		d.log.Info("skipping a backup still being written", "key", b.Key)
 	}
-	b.Key, b.ETag, b.Size, b.LastModified = nb.Key, nb.ETag, nb.Size, nb.LastModified
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", r, err
 	}
-	path = filepath.Join(dir, "backup"+archiveExt(nb.Key))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", r, err
+	for i := first; i < len(backups); i++ {
+		nb = backups[i]
+		path = filepath.Join(dir, "backup"+archiveExt(nb.Key))
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+		if err != nil {
+			return "", r, err
+		}
+		// Custom format: only the header now; the restore reads every block,
+		// and a failed restore is told apart from a broken archive then.
+		r, err = VerifyTo(ctx, d.src, d.archive, nb, d.target.ArchiveTZ, d.now, CopyOptions{To: f, HeaderOnly: true, Limits: d.target.Verify})
+		if cerr := f.Close(); err == nil && cerr != nil && r.OK {
+			r.OK, r.Reason, r.Error = false, ReasonDownloadError, fmt.Sprintf("write a copy of %s: %v", nb.Key, cerr)
+		}
+		if err != nil {
+			return "", r, err // cancelled
+		}
+		// The watcher's rule, so that a drill never fails a backup the
+		// watch loop is still waiting for: drill the one before it.
+		if !r.OK && i+1 < len(backups) && stillBeingWritten(nb, r, d.target.BackupGrace, d.now()) {
+			d.log.Info("skipping a backup still being written", "key", nb.Key, "reason", r.Reason)
+			_ = os.Remove(path)
+			continue
+		}
+		break
 	}
-	// Custom format: only the header now; the restore reads every block,
-	// and a failed restore is told apart from a broken archive then.
-	r, err = VerifyTo(ctx, d.src, d.archive, nb, d.target.ArchiveTZ, d.now, CopyOptions{To: f, HeaderOnly: true, Limits: d.target.Verify})
-	if cerr := f.Close(); err == nil && cerr != nil && r.OK {
-		r.OK, r.Reason, r.Error = false, ReasonDownloadError, fmt.Sprintf("write a copy of %s: %v", nb.Key, cerr)
-	}
-	if err != nil {
-		return "", r, err // cancelled
-	}
+	b.Key, b.ETag, b.Size, b.LastModified = nb.Key, nb.ETag, nb.Size, nb.LastModified
 	if r.Stack != "" {
 		d.log.Error("verification panicked", "key", r.Key, "err", r.Error, "stack", r.Stack)
 	}

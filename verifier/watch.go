@@ -448,10 +448,17 @@ func (w *Watcher) newestRecorded(keep func(*Record) bool) *Result {
 }
 
 // pending says whether a failure may only mean the backup is still being
-// written: its checksum file is missing or older than the dump, and the dump
-// is younger than backup_grace. Such a backup is tried again next scan.
+// written (stillBeingWritten); such a backup is tried again next scan.
 func (w *Watcher) pending(b Backup, r Result) bool {
-	young := w.now().Sub(b.LastModified) < w.target.BackupGrace
+	return stillBeingWritten(b, r, w.target.BackupGrace, w.now())
+}
+
+// stillBeingWritten says whether a failed verification may only mean the
+// backup is still being written: its checksum file is missing or older than
+// the dump, and the dump is younger than backup_grace. The watch loop waits
+// for such a backup; a drill restores the one before it.
+func stillBeingWritten(b Backup, r Result, grace time.Duration, now time.Time) bool {
+	young := now.Sub(b.LastModified) < grace
 	switch r.Reason {
 	case ReasonMissingChecksum:
 		return young
