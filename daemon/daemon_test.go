@@ -109,17 +109,6 @@ func TestDaemonRunReloadShutdown(t *testing.T) {
 	}
 }
 
-func get(t *testing.T, url string) (int, string, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
-}
-
 // startDaemon runs a daemon on a config and returns its base URL; it is
 // stopped at the end of the test.
 func startDaemon(t *testing.T, yaml string) (*Daemon, string) {

@@ -3,11 +3,8 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -25,41 +22,21 @@ import (
 	"github.com/backupverify/backupverify/web"
 )
 
-// putBackup writes a backup and its CHECKSUM manifest into dir/<prefix>/.
-func putBackup(t *testing.T, dir, name string, body []byte) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := sha256.Sum256(body)
-	if err := os.WriteFile(filepath.Join(dir, "CHECKSUM"), []byte(hex.EncodeToString(s[:])+"  "+name+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+// Shared test helpers (internal/testenv).
+var (
+	putBackup = testenv.PutBackup
+	testLog   = testenv.Logger
+	get       = testenv.Get
+	waitUntil = testenv.Eventually
+)
 
 func dumpBytes(t *testing.T, pg *testenv.Postgres, db, format string, extra ...string) []byte {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "dump")
-	pg.Dump(t, db, format, path, extra...)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return pg.DumpBytes(t, db, format, extra...)
 }
 
 func adminDSN(pg *testenv.Postgres) string {
 	return fmt.Sprintf("postgres://%s@/postgres?host=%s&port=5432&sslmode=disable", pg.Superuser, pg.SocketDir())
-}
-
-func testLog(t *testing.T) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 func drillers(t *testing.T, yaml string) (*config.Config, map[string]*verifier.Driller) {
@@ -253,11 +230,6 @@ func slowPlainDump(t *testing.T, pg *testenv.Postgres, db string, sleep time.Dur
 	plain := string(dumpBytes(t, pg, db, "p"))
 	i := strings.Index(plain, "-- PostgreSQL database dump complete")
 	return []byte(plain[:i] + fmt.Sprintf("SELECT pg_sleep(%g);\n", sleep.Seconds()) + plain[i:])
-}
-
-func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	testenv.Eventually(t, what, within, cond)
 }
 
 func TestDrillCancelledMidRestore(t *testing.T) {
