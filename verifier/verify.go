@@ -83,6 +83,11 @@ type CopyOptions struct {
 	HeaderOnly bool
 	// Limits bound the verification (targets[].verify).
 	Limits VerifySpec
+	// SpillDir, when set, lets the native reader park compressed data in
+	// a temporary file there (unlinked at once, at most
+	// pgdump.DefaultSpillMax on disk), so that it inflates several tables
+	// at once; "" keeps it to a few MiB of memory per worker.
+	SpillDir string
 }
 
 // VerifyTo is Verify with a copy of the bytes, or with the archive read
@@ -165,7 +170,7 @@ func VerifyTo(parent context.Context, src Source, ar ArchiveReader, b Backup, tz
 	if head := peek(br, 8192); opt.HeaderOnly && bytes.HasPrefix(head, []byte("PGDMP")) {
 		info, archiveErr = parseCustomHeader(head)
 	} else {
-		info, reader, archiveErr = readArchive(ctx, br, ar, opt.Limits.MaxPlainBytes)
+		info, reader, archiveErr = readArchive(ctx, br, ar, opt.Limits.MaxPlainBytes, opt.SpillDir)
 	}
 	r.Archive, r.Reader = info.InZone(tz), reader
 	// Whatever the archive reader left (it stops early on a broken archive)
@@ -188,6 +193,9 @@ func VerifyTo(parent context.Context, src Source, ar ArchiveReader, b Backup, tz
 		return fail(ReasonDownloadError, fmt.Errorf("read %s: got %d bytes, the listing says %d (replaced while reading?)", b.Key, counted.n, b.Size))
 	case expected != "" && r.SHA256 != expected:
 		return fail(ReasonMismatch, fmt.Errorf("sha256 of %s is %s, %s says %s", b.Key, r.SHA256, from, expected))
+	case errors.Is(archiveErr, pgdump.ErrSpill):
+		// Our own temporary file failed, not the backup: no verdict.
+		return fail(ReasonDownloadError, fmt.Errorf("%s: %w", b.Key, archiveErr))
 	case archiveErr != nil:
 		return fail(ReasonUnreadableArchive, fmt.Errorf("%s: %w", b.Key, archiveErr))
 	}
@@ -244,7 +252,7 @@ func ReadArchiveFile(ctx context.Context, path string, ar ArchiveReader) (string
 		return "", err
 	}
 	defer f.Close()
-	_, reader, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), ar, 0) // custom format: no plain-size limit applies
+	_, reader, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), ar, 0, "") // custom format: no plain-size limit applies
 	return reader, err
 }
 
@@ -261,11 +269,14 @@ var errVerifyTimeout = errors.New("verify.timeout reached")
 // header names a version or compression the native reader does not know;
 // then ar (pg_restore) reads it. A plain dump larger than maxPlain bytes once
 // decompressed (0: no limit) is an error naming verify.max_plain_size.
-func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader, maxPlain int64) (ArchiveInfo, string, error) {
+func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader, maxPlain int64, spillDir string) (ArchiveInfo, string, error) {
 	head := peek(br, 8192)
 	switch {
 	case bytes.HasPrefix(head, []byte("PGDMP")) && pgdump.Sniff(head) == nil:
-		n, err := pgdump.Read(ctx, br, pgdump.Options{})
+		if spillDir != "" {
+			_ = os.MkdirAll(spillDir, 0o700) // without it, the reader holds to memory
+		}
+		n, err := pgdump.Read(ctx, br, pgdump.Options{SpillDir: spillDir})
 		return ArchiveInfo{
 			Format:        FormatCustom,
 			Created:       n.Created,

@@ -100,6 +100,9 @@ type Watcher struct {
 	plan    scheduler.Poll
 	gate    Gate
 	file    string // state file
+	// spillDir is where the native reader may park compressed data
+	// (state_dir/tmp).
+	spillDir string
 
 	mu       sync.Mutex
 	st       watchState
@@ -179,6 +182,7 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, gate Gate, stateDir stri
 		target: t, src: src, archive: ar, gate: gate, now: now, match: t.Match,
 		log:      log.With("target", t.Name),
 		file:     filepath.Join(stateDir, "targets", t.Name, "watch.json"),
+		spillDir: TempDir(stateDir),
 		failures: map[Reason]uint64{},
 		retry:    map[string]*retryState{},
 	}
@@ -473,7 +477,7 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 		return
 	}
 	w.log.Info("verifying backup", "key", b.Key, "size", b.Size, "checksum", b.ChecksumKind)
-	r, err := VerifyTo(ctx, w.src, w.archive, b, w.target.ArchiveTZ, w.now, CopyOptions{Limits: w.target.Verify})
+	r, err := VerifyTo(ctx, w.src, w.archive, b, w.target.ArchiveTZ, w.now, CopyOptions{Limits: w.target.Verify, SpillDir: w.spillDir})
 	w.gate.leave()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -549,7 +553,7 @@ func (w *Watcher) VerifyNewest(ctx context.Context) (Result, error) {
 	if len(backups) == 0 {
 		return Result{}, fmt.Errorf("no backups matching %q in %s", w.target.Glob, w.src)
 	}
-	r, err := VerifyTo(ctx, w.src, w.archive, backups[0], w.target.ArchiveTZ, w.now, CopyOptions{Limits: w.target.Verify})
+	r, err := VerifyTo(ctx, w.src, w.archive, backups[0], w.target.ArchiveTZ, w.now, CopyOptions{Limits: w.target.Verify, SpillDir: w.spillDir})
 	if r.Stack != "" {
 		w.log.Error("verification panicked", "key", r.Key, "err", r.Error, "stack", r.Stack)
 	}

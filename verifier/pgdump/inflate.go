@@ -3,24 +3,30 @@ package pgdump
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/adler32"
 	"io"
 	"sync"
 	"sync/atomic"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zlib"
 )
 
-// inflater inflates zlib streams, reusing its buffers and decoder state.
+// inflater inflates zlib streams (RFC 1950), reusing its buffers and
+// decoder state. The inflated bytes go straight from the decoder's window
+// into the adler32 sum and nowhere else: nothing is copied out.
 type inflater struct {
-	in      *bufio.Reader
-	zr      io.ReadCloser
-	scratch []byte
+	in  *bufio.Reader
+	fr  io.ReadCloser // a flate decoder: an io.WriterTo and a flate.Resetter
+	sum hash.Hash32
 }
 
 func newInflater() *inflater {
-	return &inflater{in: bufio.NewReaderSize(nil, 64<<10), scratch: make([]byte, 64<<10)}
+	return &inflater{in: bufio.NewReaderSize(nil, 64<<10), sum: adler32.New()}
 }
 
 // inflate reads one zlib stream from src, which must end where the stream
@@ -29,25 +35,33 @@ func newInflater() *inflater {
 // pg_dump never writes it, and pg_restore spins forever on it.
 func (f *inflater) inflate(src io.Reader) (int64, error) {
 	f.in.Reset(src)
-	var err error
-	if f.zr == nil {
-		f.zr, err = zlib.NewReader(f.in)
-	} else {
-		err = f.zr.(zlib.Resetter).Reset(f.in, nil)
-	}
-	if err != nil {
+	var b [4]byte
+	if _, err := io.ReadFull(f.in, b[:2]); err != nil {
 		return 0, fmt.Errorf("could not inflate: %w", noEOF(err))
 	}
-	var total int64
-	for {
-		n, err := f.zr.Read(f.scratch)
-		total += int64(n)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return total, fmt.Errorf("could not inflate: %w", noEOF(err))
-		}
+	if b[0]&0x0f != 8 || b[0]>>4 > 7 || binary.BigEndian.Uint16(b[:2])%31 != 0 {
+		return 0, fmt.Errorf("could not inflate: %w", zlib.ErrHeader)
+	}
+	if b[1]&0x20 != 0 {
+		// A preset dictionary: pg_dump never asks for one, and zlib
+		// cannot inflate without it.
+		return 0, fmt.Errorf("could not inflate: %w", zlib.ErrDictionary)
+	}
+	if f.fr == nil {
+		f.fr = flate.NewReader(f.in)
+	} else if err := f.fr.(flate.Resetter).Reset(f.in, nil); err != nil {
+		return 0, fmt.Errorf("could not inflate: %w", err)
+	}
+	f.sum.Reset()
+	total, err := f.fr.(io.WriterTo).WriteTo(f.sum)
+	if err != nil {
+		return total, fmt.Errorf("could not inflate: %w", noEOF(err))
+	}
+	if _, err := io.ReadFull(f.in, b[:4]); err != nil {
+		return total, fmt.Errorf("could not inflate: %w", noEOF(err))
+	}
+	if binary.BigEndian.Uint32(b[:4]) != f.sum.Sum32() {
+		return total, fmt.Errorf("could not inflate: %w", zlib.ErrChecksum)
 	}
 	if f.in.Buffered() > 0 {
 		return total, errors.New("data after the end of the compressed stream")
@@ -72,21 +86,88 @@ func noEOF(err error) error {
 
 // The parallel path: the archive's goroutine cuts each compressed stream into
 // segments and queues it as a job; workers inflate jobs, one each, in queue
-// order. Segments in flight are bounded, so memory is too: the reader waits
-// for a free segment when the workers fall behind. Every job before the one
-// being fed is complete, so a worker always frees segments eventually.
+// order. Segments in flight are bounded, so memory is too: a few segments per
+// worker are held in memory; past those, with a spill file, segments wait on
+// disk (up to Options.SpillMax), so that the archive's goroutine can run on to
+// the next table while a worker is still inflating a large one, and every
+// worker has a table to inflate. With neither free, the archive's goroutine
+// waits. Every job before the one being fed is complete, so a worker always
+// frees segments eventually.
 const (
-	segSize      = 256 << 10
-	segsPerWoker = 4
+	segSize       = 256 << 10
+	segsPerWorker = 4
 )
 
 var segPool = sync.Pool{New: func() any { b := make([]byte, segSize); return &b }}
 
+// seg is one segment of a compressed stream: in memory (buf), or n bytes in
+// the spill file at off.
+type seg struct {
+	buf []byte
+	off int64
+	n   int
+}
+
+// job is one compressed stream: its segments, queued by the archive's
+// goroutine and taken in order by one worker.
 type job struct {
-	start   int64 // archive offset of the stream's first chunk
-	what    string
-	segs    chan []byte
-	aborted bool // set before segs is closed when the archive failed mid-stream
+	start int64 // archive offset of the stream's first chunk
+	what  string
+
+	mu      sync.Mutex
+	q       []seg
+	closed  bool
+	aborted bool          // the archive failed mid-stream
+	ready   chan struct{} // a segment was queued or the job closed
+}
+
+func (j *job) push(s seg) {
+	j.mu.Lock()
+	j.q = append(j.q, s)
+	j.mu.Unlock()
+	j.signal()
+}
+
+func (j *job) close(aborted bool) {
+	j.mu.Lock()
+	j.closed, j.aborted = true, aborted
+	j.mu.Unlock()
+	j.signal()
+}
+
+func (j *job) signal() {
+	select {
+	case j.ready <- struct{}{}:
+	default:
+	}
+}
+
+// next returns the job's next segment; ok is false at its end, aborted
+// when the archive failed mid-stream or the pool stopped.
+func (j *job) next(ctx context.Context) (s seg, ok, aborted bool) {
+	for {
+		if ctx.Err() != nil {
+			return seg{}, false, true
+		}
+		j.mu.Lock()
+		if len(j.q) > 0 {
+			s = j.q[0]
+			j.q[0] = seg{}
+			j.q = j.q[1:]
+			j.mu.Unlock()
+			return s, true, false
+		}
+		closed, ab := j.closed, j.aborted
+		j.mu.Unlock()
+		if closed {
+			return seg{}, false, ab
+		}
+		select {
+		case <-j.ready:
+		case <-ctx.Done():
+			return seg{}, false, true
+		}
+	}
 }
 
 type inflatePool struct {
@@ -94,25 +175,28 @@ type inflatePool struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	jobs     chan *job
-	tokens   chan struct{}
+	tokens   chan struct{} // segments held in memory
+	spill    *spill        // nil: no spilling
 	wg       sync.WaitGroup
 	inflated *atomic.Int64
 
-	mu  sync.Mutex
-	err *Error // the failing job with the lowest offset
+	mu    sync.Mutex
+	err   *Error // the failing job with the lowest offset
+	local error  // a failure of the spill file, not of the archive
 }
 
 // errStopped tells the archive's goroutine to stop because a worker failed.
 var errStopped = errors.New("stopped: a worker failed")
 
-func newInflatePool(parent context.Context, workers int, inflated *atomic.Int64) *inflatePool {
+func newInflatePool(parent context.Context, workers int, inflated *atomic.Int64, sp *spill) *inflatePool {
 	ctx, cancel := context.WithCancel(parent)
 	p := &inflatePool{
 		parent:   parent,
 		ctx:      ctx,
 		cancel:   cancel,
 		jobs:     make(chan *job, 64),
-		tokens:   make(chan struct{}, workers*segsPerWoker),
+		tokens:   make(chan struct{}, workers*segsPerWorker),
+		spill:    sp,
 		inflated: inflated,
 	}
 	for range workers {
@@ -125,18 +209,27 @@ func newInflatePool(parent context.Context, workers int, inflated *atomic.Int64)
 func (p *inflatePool) failed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.err != nil
+	return p.err != nil || p.local != nil
 }
 
 func (p *inflatePool) work() {
 	defer p.wg.Done()
 	f := newInflater()
+	var buf []byte // spilled segments are read back into it
 	for j := range p.jobs {
-		src := &segReader{p: p, j: j}
+		src := &segReader{p: p, j: j, buf: &buf}
 		n, err := f.inflate(src)
 		p.inflated.Add(n)
 		src.drain()
-		if err != nil && !src.aborted && p.ctx.Err() == nil {
+		switch {
+		case src.local != nil:
+			p.mu.Lock()
+			if p.local == nil {
+				p.local = src.local
+			}
+			p.mu.Unlock()
+			p.cancel()
+		case err != nil && !src.aborted && p.ctx.Err() == nil:
 			p.mu.Lock()
 			if p.err == nil || j.start < p.err.Offset {
 				p.err = errAt(ErrCorrupt, j.start, "%s: %v", j.what, err)
@@ -153,11 +246,15 @@ func (p *inflatePool) finish(err error) error {
 	close(p.jobs)
 	p.wg.Wait()
 	p.cancel()
+	p.spill.close()
 	if p.err != nil {
 		var ae *Error
 		if err == nil || errors.Is(err, errStopped) || (errors.As(err, &ae) && ae.Offset > p.err.Offset) {
 			return p.err
 		}
+	}
+	if p.local != nil && (err == nil || errors.Is(err, errStopped)) {
+		return p.local
 	}
 	if errors.Is(err, errStopped) {
 		return fmt.Errorf("read archive: %w", p.parent.Err())
@@ -168,22 +265,18 @@ func (p *inflatePool) finish(err error) error {
 // feed reads one compressed stream's chunks and hands them to the workers.
 func (a *archive) feed(what string) error {
 	p := a.pool
-	j := &job{start: a.pos, what: what, segs: make(chan []byte, cap(p.tokens))}
+	j := &job{start: a.pos, what: what, ready: make(chan struct{}, 1)}
 	select {
 	case p.jobs <- j:
 	case <-p.ctx.Done():
 		return errStopped
 	}
-	var seg []byte
-	send := func() {
-		if len(seg) > 0 {
-			j.segs <- seg // never blocks: the channel has room for every token
-		}
-		seg = nil
+	if a.stage == nil {
+		a.stage = (*segPool.Get().(*[]byte))[:0]
 	}
 	abort := func(err error) error {
-		j.aborted = true
-		close(j.segs)
+		a.stage = a.stage[:0]
+		j.close(true)
 		return err
 	}
 	for {
@@ -199,28 +292,69 @@ func (a *archive) feed(what string) error {
 		}
 		left := int(n)
 		for left > 0 {
-			if seg == nil || len(seg) == cap(seg) {
-				send()
-				select {
-				case p.tokens <- struct{}{}:
-				case <-p.ctx.Done():
+			if len(a.stage) == cap(a.stage) {
+				if !a.send(j) {
 					return abort(errStopped)
 				}
-				seg = (*segPool.Get().(*[]byte))[:0]
 			}
-			k := min(left, cap(seg)-len(seg))
-			m, err := io.ReadFull(a.br, seg[len(seg):len(seg)+k])
+			k := min(left, cap(a.stage)-len(a.stage))
+			m, err := io.ReadFull(a.br, a.stage[len(a.stage):len(a.stage)+k])
 			a.pos += int64(m)
-			seg = seg[:len(seg)+m]
+			a.stage = a.stage[:len(a.stage)+m]
 			left -= m
 			if err != nil {
 				return abort(a.ioErr(err, what))
 			}
 		}
 	}
-	send()
-	close(j.segs)
+	if len(a.stage) > 0 && !a.send(j) {
+		return abort(errStopped)
+	}
+	j.close(false)
 	return nil
+}
+
+// send queues the staged segment on j: in memory when a memory token is
+// free at once; else in the spill file or memory, whichever frees first.
+// It returns false when the pool stopped.
+func (a *archive) send(j *job) bool {
+	p := a.pool
+	inMemory := func() {
+		j.push(seg{buf: a.stage, n: len(a.stage)})
+		a.stage = (*segPool.Get().(*[]byte))[:0]
+	}
+	select {
+	case p.tokens <- struct{}{}:
+		inMemory()
+		return true
+	default:
+	}
+	var spillTokens chan struct{} // nil (never ready) without a working spill file
+	if p.spill.usable() {
+		spillTokens = p.spill.tokens
+	}
+	select {
+	case p.tokens <- struct{}{}:
+		inMemory()
+	case spillTokens <- struct{}{}:
+		off, err := p.spill.write(a.stage)
+		if err != nil {
+			// Out of disk, say: carry on in memory only.
+			<-spillTokens
+			select {
+			case p.tokens <- struct{}{}:
+				inMemory()
+			case <-p.ctx.Done():
+				return false
+			}
+			return true
+		}
+		j.push(seg{off: off, n: len(a.stage)})
+		a.stage = a.stage[:0]
+	case <-p.ctx.Done():
+		return false
+	}
+	return true
 }
 
 // segReader reads a job's segments in order, returning each to the pool and
@@ -228,62 +362,86 @@ func (a *archive) feed(what string) error {
 type segReader struct {
 	p       *inflatePool
 	j       *job
-	cur     []byte
+	buf     *[]byte // the worker's buffer for spilled segments
+	cur     seg
+	data    []byte
 	off     int
 	aborted bool
+	local   error // reading the spill file failed
 }
 
 var errAborted = errors.New("stream aborted")
 
 func (s *segReader) Read(b []byte) (int, error) {
-	for s.off == len(s.cur) {
+	for s.off == len(s.data) {
 		s.release()
-		select {
-		case seg, ok := <-s.j.segs:
-			if !ok {
-				if s.j.aborted {
-					s.aborted = true
-					return 0, errAborted
-				}
-				return 0, io.EOF
+		sg, ok, aborted := s.j.next(s.p.ctx)
+		if !ok {
+			if aborted {
+				s.aborted = true
+				return 0, errAborted
 			}
-			s.cur, s.off = seg, 0
-		case <-s.p.ctx.Done():
+			return 0, io.EOF
+		}
+		s.cur, s.off = sg, 0
+		if sg.buf != nil {
+			s.data = sg.buf
+			continue
+		}
+		if *s.buf == nil {
+			*s.buf = make([]byte, segSize)
+		}
+		s.data = (*s.buf)[:sg.n]
+		if err := s.p.spill.read(s.data, sg.off); err != nil {
+			s.local = err
 			s.aborted = true
 			return 0, errAborted
 		}
 	}
-	n := copy(b, s.cur[s.off:])
+	n := copy(b, s.data[s.off:])
 	s.off += n
 	return n, nil
 }
 
+// release gives back the segment being read: its buffer and memory token,
+// or its place in the spill file.
 func (s *segReader) release() {
-	if s.cur != nil {
-		b := s.cur[:0]
+	switch {
+	case s.cur.buf != nil:
+		b := s.cur.buf[:0]
 		segPool.Put(&b)
-		s.cur, s.off = nil, 0
 		<-s.p.tokens
+	case s.cur.n > 0:
+		s.p.spill.free(s.cur.off)
 	}
+	s.cur, s.data, s.off = seg{}, nil, 0
 }
 
 // drain consumes what is left of the job, so its segments go back.
 func (s *segReader) drain() {
 	s.release()
 	for {
-		select {
-		case seg, ok := <-s.j.segs:
-			if !ok {
-				if s.j.aborted {
-					s.aborted = true
-				}
-				return
+		sg, ok, aborted := s.j.next(s.p.ctx)
+		if !ok {
+			s.aborted = s.aborted || aborted
+			if s.p.ctx.Err() != nil {
+				s.abandon()
 			}
-			s.cur = seg
-			s.release()
-		case <-s.p.ctx.Done():
-			s.aborted = true
 			return
 		}
+		s.cur = sg
+		s.release()
+	}
+}
+
+// abandon releases what the job still holds once the pool has stopped.
+func (s *segReader) abandon() {
+	s.j.mu.Lock()
+	q := s.j.q
+	s.j.q = nil
+	s.j.mu.Unlock()
+	for _, sg := range q {
+		s.cur = sg
+		s.release()
 	}
 }

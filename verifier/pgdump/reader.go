@@ -51,6 +51,15 @@ type Options struct {
 	// large object each. 0 means runtime.GOMAXPROCS(0); 1 inflates in the
 	// calling goroutine.
 	Workers int
+	// SpillDir, when set, is a folder for a temporary file where compressed
+	// data waits for a busy worker, so that every worker has a table to
+	// inflate while one large table is still being inflated. The file is
+	// unlinked at once and its blocks freed as they are read. "" holds
+	// only a few segments per worker, in memory.
+	SpillDir string
+	// SpillMax bounds the bytes waiting in the spill file at once
+	// (0: DefaultSpillMax).
+	SpillMax int64
 }
 
 // Info is what Read learnt about an archive it read to its end.
@@ -68,6 +77,7 @@ type Info struct {
 	LargeObjects  int   // large objects read inside large-object blocks
 	BytesRead     int64 // archive bytes consumed
 	BytesInflated int64 // data bytes after decompression
+	SpilledBytes  int64 // compressed bytes that waited in the spill file
 }
 
 // Archive format constants (pg_backup_archiver.h, pg_backup_custom.c).
@@ -100,8 +110,11 @@ func Read(ctx context.Context, r io.Reader, opts Options) (Info, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	a := &archive{ctx: ctx, br: bufio.NewReaderSize(r, 256<<10), workers: workers}
+	a := &archive{ctx: ctx, br: bufio.NewReaderSize(r, 256<<10), workers: workers, spillDir: opts.SpillDir, spillMax: opts.SpillMax}
 	err := a.read()
+	if a.pool != nil {
+		a.info.SpilledBytes = a.pool.spill.written()
+	}
 	a.info.BytesRead = a.pos
 	a.info.BytesInflated += a.inflated.Load()
 	return a.info, err
@@ -128,6 +141,9 @@ type archive struct {
 	inflated  atomic.Int64
 	pool      *inflatePool // nil until the first compressed stream, when workers > 1
 	inline    *inflater    // nil until the first compressed stream, when workers == 1
+	stage     []byte       // the segment being filled, parallel path
+	spillDir  string
+	spillMax  int64
 }
 
 func (a *archive) read() (err error) {
@@ -626,7 +642,7 @@ func (a *archive) readStream(what string) error {
 		return nil
 	}
 	if a.pool == nil {
-		a.pool = newInflatePool(a.ctx, a.workers, &a.inflated)
+		a.pool = newInflatePool(a.ctx, a.workers, &a.inflated, newSpill(a.spillDir, a.spillMax))
 	}
 	return a.feed(what)
 }

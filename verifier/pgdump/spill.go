@@ -1,0 +1,126 @@
+package pgdump
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+)
+
+// ErrSpill wraps a failure of the local spill file while reading: the
+// archive was not judged, so it is neither truncated nor corrupt.
+var ErrSpill = errors.New("spill file")
+
+// DefaultSpillMax bounds the disk a spill file holds at once when
+// Options.SpillMax is 0.
+const DefaultSpillMax = 1 << 30
+
+// spill is a temporary file where segments wait for a busy worker. It is
+// unlinked as soon as it is made, so nothing is left behind by a crash, and
+// each segment's place is handed back to the file system once read (a hole
+// punched, where the system can), so the disk it holds stays within max.
+type spill struct {
+	dir    string
+	tokens chan struct{} // one per segment on disk
+
+	mu     sync.Mutex
+	f      *os.File
+	end    int64 // where the next segment goes
+	live   int   // segments written and not yet freed
+	broken bool  // the file could not be made or written: spill no more
+	bytes  int64 // written in all
+}
+
+// newSpill returns nil when dir is "" (no spilling).
+func newSpill(dir string, limit int64) *spill {
+	if dir == "" {
+		return nil
+	}
+	if limit <= 0 {
+		limit = DefaultSpillMax
+	}
+	return &spill{dir: dir, tokens: make(chan struct{}, max(1, limit/segSize))}
+}
+
+func (s *spill) usable() bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.broken
+}
+
+// write stores b in the file and returns its offset. Only the archive's
+// goroutine writes; each segment takes a whole segSize slot, so a slot is
+// freed whole.
+func (s *spill) write(b []byte) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		f, err := os.CreateTemp(s.dir, ".archive-spill-*")
+		if err != nil {
+			s.broken = true
+			return 0, err
+		}
+		_ = os.Remove(f.Name())
+		s.f = f
+	}
+	if s.live == 0 && s.end > 0 {
+		// Everything written was read: start again from the beginning.
+		if err := s.f.Truncate(0); err == nil {
+			s.end = 0
+		}
+	}
+	off := s.end
+	if _, err := s.f.WriteAt(b, off); err != nil {
+		s.broken = true
+		return 0, err
+	}
+	s.end += segSize
+	s.live++
+	s.bytes += int64(len(b))
+	return off, nil
+}
+
+// read fills b from the slot at off.
+func (s *spill) read(b []byte, off int64) error {
+	s.mu.Lock()
+	f := s.f
+	s.mu.Unlock()
+	if _, err := f.ReadAt(b, off); err != nil {
+		return fmt.Errorf("%w: read back %d bytes at %d: %v", ErrSpill, len(b), off, err)
+	}
+	return nil
+}
+
+// free hands the slot at off back: to the file system, and to the budget.
+func (s *spill) free(off int64) {
+	s.mu.Lock()
+	punchHole(s.f, off, segSize)
+	s.live--
+	s.mu.Unlock()
+	<-s.tokens
+}
+
+// written is how many bytes went through the file.
+func (s *spill) written() int64 {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes
+}
+
+func (s *spill) close() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f != nil {
+		_ = s.f.Close()
+		s.f = nil
+	}
+}
