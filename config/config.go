@@ -188,7 +188,16 @@ type TargetVerifyConfig struct {
 	Timeout Duration `yaml:"timeout"`
 	// MaxPlainSize bounds a plain dump's size once decompressed.
 	MaxPlainSize Size `yaml:"max_plain_size"`
+	// Reader reads custom-format archives: ReaderAuto (the native reader
+	// where it knows the format, pg_restore elsewhere) or ReaderPgRestore.
+	Reader string `yaml:"reader"`
 }
+
+// Archive readers, as targets[].verify.reader names them.
+const (
+	ReaderAuto      = "auto"
+	ReaderPgRestore = "pg_restore"
+)
 
 // DrillConfig holds a target's restore drill settings.
 type DrillConfig struct {
@@ -268,6 +277,7 @@ func defaultTarget() Target {
 		Verify: TargetVerifyConfig{
 			Timeout:      Duration(DefaultVerifyTimeout),
 			MaxPlainSize: DefaultMaxPlainSize,
+			Reader:       ReaderAuto,
 		},
 		Drill: DrillConfig{
 			Schedule: "30 3 * * *",
@@ -513,6 +523,9 @@ func (t *Target) validate(p *problems, path string) {
 	}
 	if t.Verify.MaxPlainSize < 1<<20 {
 		p.add(path+".verify.max_plain_size", "must be at least 1MiB")
+	}
+	if t.Verify.Reader != ReaderAuto && t.Verify.Reader != ReaderPgRestore {
+		p.add(path+".verify.reader", "unknown reader %q (use %s or %s)", t.Verify.Reader, ReaderAuto, ReaderPgRestore)
 	}
 	if t.VerifyLast < 1 {
 		p.add(path+".verify_last", "must be at least 1")

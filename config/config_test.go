@@ -95,7 +95,8 @@ func TestLoadInvalid(t *testing.T) {
 			`line 8: targets[0].verify.max_plain_size: invalid size "12 parsecs" (use e.g. 512MiB, 64GiB, 1TiB)`,
 			`line 10: targets[0].drill.schedule: cron spec "0 0 31 4 *" never runs: no date matches it`,
 			`line 11: targets[0].drill.scratch: sslmode "verify_full" is not one of disable, allow, prefer, require, verify-ca, verify-full`,
-			`line 15: targets[1].drill.scratch: ${BV_TEST_SURELY_UNSET_PW} is not set in the environment (write ${BV_TEST_SURELY_UNSET_PW:-default} to give a default)`,
+			`line 14: targets[1].verify.reader: unknown reader "pg_dump" (use auto or pg_restore)`,
+			`line 16: targets[1].drill.scratch: ${BV_TEST_SURELY_UNSET_PW} is not set in the environment (write ${BV_TEST_SURELY_UNSET_PW:-default} to give a default)`,
 		}},
 		{"invalid-short-token.yml", []string{
 			`line 3: http.trigger_token: is 6 bytes; a token must be at least 16 bytes (e.g. openssl rand -hex 16)`,

@@ -175,8 +175,9 @@ func domainTarget(c *config.Config, t config.Target) (verifier.Target, error) {
 		Name: t.Name, Glob: t.Match, Match: match, Checksum: t.Checksum, Manifest: t.Manifest,
 		ArchiveTZ: tz, BackupSchedule: schedule, BackupGrace: t.BackupGrace.D(), Poll: t.Poll.D(), VerifyLast: t.VerifyLast,
 		RPO: t.RPO.D(), RTO: t.RTO.D(),
-		Verify: verifier.VerifySpec{Timeout: t.Verify.Timeout.D(), MaxPlainBytes: int64(t.Verify.MaxPlainSize)},
-		Drill:  verifier.DrillSpec{Timeout: t.Drill.Timeout.D(), Jobs: t.Drill.Jobs, AllowErrors: t.Drill.AllowErrors},
+		Verify: verifier.VerifySpec{Timeout: t.Verify.Timeout.D(), MaxPlainBytes: int64(t.Verify.MaxPlainSize),
+			PgRestoreOnly: t.Verify.Reader == config.ReaderPgRestore},
+		Drill: verifier.DrillSpec{Timeout: t.Drill.Timeout.D(), Jobs: t.Drill.Jobs, AllowErrors: t.Drill.AllowErrors},
 	}
 	for _, ck := range t.Checks {
 		vt.Checks = append(vt.Checks, verifier.CheckSpec{

@@ -171,7 +171,7 @@ func FuzzArchiveHeader(f *testing.F) {
 				t.Fatalf("a header without the magic was accepted")
 			}
 		}
-		info, _, err = readArchive(context.Background(), bufio.NewReader(bytes.NewReader(b)), drainArchive{}, 1<<20, "")
+		info, _, err = readArchive(context.Background(), bufio.NewReader(bytes.NewReader(b)), drainArchive{}, readOptions{maxPlain: 1 << 20})
 		if err == nil && info.Format == "" {
 			t.Fatalf("an archive read without error has no format")
 		}

@@ -39,7 +39,8 @@ func (c *countingArchive) ReadArchive(_ context.Context, r io.Reader) error {
 
 // TestVerifyCustomReader: custom-format archives are read natively, damage
 // included, and pg_restore reads only those whose header the native reader
-// does not know; the Result says which one ran.
+// does not know, or all of them with verify.reader: pg_restore; the Result
+// says which one ran.
 func TestVerifyCustomReader(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	now := func() time.Time { return t0 }
@@ -54,18 +55,20 @@ func TestVerifyCustomReader(t *testing.T) {
 		wantReason Reason
 		wantReader string
 		wantCalls  int
+		pgRestore  bool // targets[].verify.reader: pg_restore
 	}{
-		{"good", good, "", ReaderNative, 0},
-		{"cut short", good[:len(good)-100], ReasonUnreadableArchive, ReaderNative, 0},
-		{"flipped byte", flipped, ReasonUnreadableArchive, ReaderNative, 0},
-		{"unknown archive version", newer, "", ReaderPgRestore, 1},
+		{"good", good, "", ReaderNative, 0, false},
+		{"cut short", good[:len(good)-100], ReasonUnreadableArchive, ReaderNative, 0, false},
+		{"flipped byte", flipped, ReasonUnreadableArchive, ReaderNative, 0, false},
+		{"unknown archive version", newer, "", ReaderPgRestore, 1, false},
+		{"reader: pg_restore", good, "", ReaderPgRestore, 1, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			src := &memSource{objs: map[string][]byte{"db.dump": c.body}, mod: map[string]time.Time{"db.dump": t0},
 				sums: map[string]string{"db.dump": hexsum(c.body)}}
 			b := Backup{Object: Object{Key: "db.dump", Size: int64(len(c.body)), LastModified: t0}, ChecksumKind: ChecksumS3}
 			ar := &countingArchive{}
-			r, err := Verify(context.Background(), src, ar, b, nil, now)
+			r, err := VerifyTo(context.Background(), src, ar, b, nil, now, CopyOptions{Limits: VerifySpec{PgRestoreOnly: c.pgRestore}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -43,6 +43,9 @@ type VerifySpec struct {
 	Timeout time.Duration
 	// MaxPlainBytes bounds a plain dump's decompressed size; 0: none.
 	MaxPlainBytes int64
+	// PgRestoreOnly reads custom-format archives with pg_restore even
+	// where the native reader knows the format.
+	PgRestoreOnly bool
 }
 
 // DrillSpec says how a target's restore drill runs.

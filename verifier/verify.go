@@ -170,7 +170,7 @@ func VerifyTo(parent context.Context, src Source, ar ArchiveReader, b Backup, tz
 	if head := peek(br, 8192); opt.HeaderOnly && bytes.HasPrefix(head, []byte("PGDMP")) {
 		info, archiveErr = parseCustomHeader(head)
 	} else {
-		info, reader, archiveErr = readArchive(ctx, br, ar, opt.Limits.MaxPlainBytes, opt.SpillDir)
+		info, reader, archiveErr = readArchive(ctx, br, ar, readOptions{maxPlain: opt.Limits.MaxPlainBytes, spillDir: opt.SpillDir, pgRestore: opt.Limits.PgRestoreOnly})
 	}
 	r.Archive, r.Reader = info.InZone(tz), reader
 	// Whatever the archive reader left (it stops early on a broken archive)
@@ -252,7 +252,7 @@ func ReadArchiveFile(ctx context.Context, path string, ar ArchiveReader) (string
 		return "", err
 	}
 	defer f.Close()
-	_, reader, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), ar, 0, "") // custom format: no plain-size limit applies
+	_, reader, err := readArchive(ctx, bufio.NewReaderSize(f, 256<<10), ar, readOptions{}) // custom format: no plain-size limit applies
 	return reader, err
 }
 
@@ -264,15 +264,23 @@ const (
 
 var errVerifyTimeout = errors.New("verify.timeout reached")
 
+// readOptions tune readArchive.
+type readOptions struct {
+	maxPlain  int64  // a plain dump's limit once decompressed (0: none)
+	spillDir  string // the native reader's spill folder ("": memory only)
+	pgRestore bool   // custom format: pg_restore, even where the native reader could
+}
+
 // readArchive reads the archive to its end, reports what its header says and
 // which reader read it. A custom-format archive is read natively unless its
-// header names a version or compression the native reader does not know;
-// then ar (pg_restore) reads it. A plain dump larger than maxPlain bytes once
-// decompressed (0: no limit) is an error naming verify.max_plain_size.
-func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader, maxPlain int64, spillDir string) (ArchiveInfo, string, error) {
+// header names a version or compression the native reader does not know, or
+// o.pgRestore; then ar (pg_restore) reads it. A plain dump larger than
+// o.maxPlain bytes once decompressed is an error naming verify.max_plain_size.
+func readArchive(ctx context.Context, br *bufio.Reader, ar ArchiveReader, o readOptions) (ArchiveInfo, string, error) {
 	head := peek(br, 8192)
+	maxPlain, spillDir := o.maxPlain, o.spillDir
 	switch {
-	case bytes.HasPrefix(head, []byte("PGDMP")) && pgdump.Sniff(head) == nil:
+	case bytes.HasPrefix(head, []byte("PGDMP")) && !o.pgRestore && pgdump.Sniff(head) == nil:
 		if spillDir != "" {
 			_ = os.MkdirAll(spillDir, 0o700) // without it, the reader holds to memory
 		}
