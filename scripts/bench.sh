@@ -7,7 +7,8 @@
 #     embedded scratch, a count and an orphan check) against the sequence a person runs:
 #     `aws s3 cp` + `sha256sum -c` + `pg_restore -j JOBS` into an already-running server + the
 #     same two queries;
-#   - the verify pass (`backupverify verify`: GET + sha256 + archive read, one stream) against
+#   - the verify pass (`backupverify verify`: GET + sha256 + archive read, one stream; with the
+#     native reader and with `verify.reader: pg_restore`) against
 #     `pg_restore -f /dev/null` of a local copy;
 # with backupverify's own peak RSS at both sizes (it must not grow with the dump), then the
 # scale run (BenchmarkScale: 1,000 targets in one daemon; BENCH_SCALE=0 skips it).
@@ -67,6 +68,8 @@ targets:
       - orphans: contacts.lead_id -> leads.id
 YAML
 done
+# The same target read by pg_restore instead of the native reader.
+sed -e "s|state-big|state-big-pr|" -e "s|    checksum: manifest|    checksum: manifest\n    verify: {reader: pg_restore}|" "$W/big.yml" > "$W/big-pr.yml"
 BIG=$(stat -c %s "$W/big.dump")
 
 # stamp CMD...: wall seconds into $W/secs, and the peak RSS (VmHWM, KiB) of CMD's own process,
@@ -129,6 +132,8 @@ for i in $(seq "$RUNS"); do
   echo "$(cat "$W/secs") $(cat "$W/kib")" >> "$W/verify-big"
   stamp "$PGBIN/pg_restore" -f /dev/null "$W/big.dump"
   echo "$(cat "$W/secs") $(cat "$W/kib")" >> "$W/pgrestore"
+  stamp "$W/backupverify" verify --config "$W/big-pr.yml" --log-format json
+  echo "$(cat "$W/secs") $(cat "$W/kib")" >> "$W/verify-big-pr"
 done
 stamp "$W/backupverify" verify --config "$W/small.yml" --log-format json
 echo "$(cat "$W/secs") $(cat "$W/kib")" >> "$W/verify-small"
@@ -161,8 +166,12 @@ dm, mm = med([r[0] for r in d]), med(m)
 print("| drill: download, checksum, restore, count + orphan query | %s s (median %.1f) | `aws s3 cp` + `sha256sum -c` + `pg_restore -j%s` into a running server + the two queries: %s s (median %.1f) | **%.2f** |"
       % (runs_s([r[0] for r in d]), dm, jobs, runs_s(m), mm, dm / mm))
 vm, pm = med([r[0] for r in v]), med([r[0] for r in pr])
-print("| verify pass (GET + sha256 + archive read, from S3) | %s s (median %.1f) | `pg_restore -f /dev/null` on a local copy: %s s (median %.1f) | **%.2f** |"
+print("| verify pass, native reader (GET + sha256 + archive read, from S3) | %s s (median %.1f) | `pg_restore -f /dev/null` on a local copy: %s s (median %.1f) | **%.2f** |"
       % (runs_s([r[0] for r in v]), vm, runs_s([r[0] for r in pr]), pm, vm / pm))
+vp = rows("verify-big-pr")
+vpm = med([r[0] for r in vp])
+print("| verify pass, `verify.reader: pg_restore` (GET + sha256 + pg_restore -f /dev/null, from S3) | %s s (median %.1f) | the same | **%.2f** |"
+      % (runs_s([r[0] for r in vp]), vpm, vpm / pm))
 print("| peak RSS of backupverify, drill | %.0f MiB (%.0f MiB dump), %.0f MiB (%.0f MiB dump) | | |" % (max(r[5] for r in d) / 1024, MiB(big), ds[0][5] / 1024, MiB(small)))
 print("| peak RSS of backupverify, verify | %.0f MiB (%.0f MiB dump), %.0f MiB (%.0f MiB dump) | pg_restore -f /dev/null: %.0f MiB | |" % (max(r[1] for r in v) / 1024, MiB(big), vs[0][1] / 1024, MiB(small), max(r[1] for r in pr) / 1024))
 print("| scale: 1,000 S3 targets, poll 1m | %s | | |" % scale.strip())
