@@ -191,7 +191,8 @@ func domainTarget(c *config.Config, t config.Target) (verifier.Target, error) {
 
 // embeddedScratch runs throwaway clusters in drills.scratch_dir.
 func embeddedScratch(c *config.Config, bins pgscratch.Bins, instance string, log *slog.Logger, now func() time.Time) *pgscratch.Embedded {
-	return &pgscratch.Embedded{Bins: bins, Dir: ScratchDir(c), User: c.Drills.ScratchUser, Instance: instance, Log: log, Now: now}
+	return &pgscratch.Embedded{Bins: bins, Dir: ScratchDir(c), User: c.Drills.ScratchUser, Instance: instance,
+		TemplateDir: filepath.Join(c.StateDir, "template"), Log: log, Now: now}
 }
 
 // ScratchDir is where c's embedded clusters live.

@@ -35,7 +35,13 @@ type Cluster struct {
 	// Opened lists folders that were given search permission (o+x) so
 	// that the unprivileged user could reach the cluster (NewCluster only).
 	Opened []string
+	// TemplateErr is why the cluster was initdb'd rather than copied from
+	// ClusterOptions.Template (nil if it was copied or none was given).
+	TemplateErr error
 }
+
+// superuser is the clusters' bootstrap superuser.
+const superuser = "backupverify"
 
 // ClusterOptions shape a cluster made by NewClusterWith.
 type ClusterOptions struct {
@@ -54,6 +60,10 @@ type ClusterOptions struct {
 	// cluster that lack it, when root. Only for clusters outside a
 	// scratch_dir (the quick start's sample, tests); drills never do.
 	OpenParents bool
+	// Template is the data folder of a template (see Embedded.TemplateDir)
+	// to copy instead of running initdb ("": initdb). If the copy fails,
+	// initdb runs after all and Cluster.TemplateErr says why.
+	Template string
 }
 
 // Port is the socket's port number (part of its file name); there is no TCP.
@@ -69,10 +79,11 @@ func NewCluster(ctx context.Context, bins Bins, dir string) (*Cluster, error) {
 	return NewClusterWith(ctx, bins, dir, ClusterOptions{OpenParents: true})
 }
 
-// NewClusterWith initdb's a cluster in dir, which it creates. On failure,
+// NewClusterWith initdb's a cluster in dir (or copies opt.Template), which
+// it creates. On failure,
 // nothing it made is left, the short socket folder included.
 func NewClusterWith(ctx context.Context, bins Bins, dir string, opt ClusterOptions) (_ *Cluster, err error) {
-	c := &Cluster{Bins: bins, Dir: dir, Superuser: "backupverify", socket: filepath.Join(dir, "socket")}
+	c := &Cluster{Bins: bins, Dir: dir, Superuser: superuser, socket: filepath.Join(dir, "socket")}
 	for _, k := range sortedKeys(opt.Settings) {
 		c.settings = append(c.settings, k+"="+opt.Settings[k])
 	}
@@ -123,11 +134,27 @@ func NewClusterWith(ctx context.Context, bins Bins, dir string, opt ClusterOptio
 	}
 	logf.Close()
 	if os.Geteuid() == 0 {
-		cred, _, err := ClusterUser(opt.User)
-		if err != nil {
+		if c.runAs, _, err = ClusterUser(opt.User); err != nil {
 			return nil, err
 		}
-		c.runAs = cred
+	}
+	// The copy is made while data/ is still this process's and 0700, so
+	// that no one else can touch it before it is whole; then handed over.
+	copied := false
+	if opt.Template != "" {
+		if err := copyTree(opt.Template, c.dataDir(), c.runAs); err != nil {
+			c.TemplateErr = err
+			if err := os.RemoveAll(c.dataDir()); err != nil {
+				return nil, err
+			}
+			if err := os.Mkdir(c.dataDir(), 0o700); err != nil {
+				return nil, err
+			}
+		} else {
+			copied = true
+		}
+	}
+	if cred := c.runAs; cred != nil {
 		// The folder stays root's: the cluster user may pass through it,
 		// and owns only what the server writes.
 		if err := os.Chmod(dir, 0o711); err != nil {
@@ -144,8 +171,10 @@ func NewClusterWith(ctx context.Context, bins Bins, dir string, opt ClusterOptio
 			}
 		}
 	}
-	out, err := c.run(ctx, bins.Path("initdb"), "-D", c.dataDir(), "-U", c.Superuser,
-		"-A", "trust", "--no-sync", "-E", "UTF8", "--locale", "C")
+	if copied {
+		return c, nil
+	}
+	out, err := c.run(ctx, bins.Path("initdb"), append([]string{"-D", c.dataDir()}, initdbArgs(c.Superuser)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("initdb %s: %s", c.dataDir(), firstLines(out, err))
 	}
@@ -207,7 +236,7 @@ func validSocketDir(p string) bool {
 // socket record is trusted only if it is this process's own file naming a
 // folder NewClusterWith would make.
 func openCluster(bins Bins, dir, runAs string) (*Cluster, error) {
-	c := &Cluster{Bins: bins, Dir: dir, Superuser: "backupverify", socket: filepath.Join(dir, "socket")}
+	c := &Cluster{Bins: bins, Dir: dir, Superuser: superuser, socket: filepath.Join(dir, "socket")}
 	if _, err := os.Lstat(filepath.Join(dir, socketPathFile)); err == nil {
 		p, err := ownRecord(filepath.Join(dir, socketPathFile))
 		if err != nil {

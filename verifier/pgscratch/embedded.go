@@ -15,8 +15,9 @@ import (
 	"github.com/backupverify/backupverify/verifier"
 )
 
-// Embedded is scratch in a throwaway cluster per drill, initdb'd below Dir,
-// listening on a Unix socket only, and removed after the drill.
+// Embedded is scratch in a throwaway cluster per drill, made below Dir
+// (a copy of a template kept in TemplateDir, or initdb'd), listening on a
+// Unix socket only, and removed after the drill.
 type Embedded struct {
 	Bins Bins
 	// Dir holds the clusters (drills.scratch_dir; see DefaultScratchDir).
@@ -30,10 +31,24 @@ type Embedded struct {
 	Instance string
 	// Settings are server settings of every cluster (ScratchSettings).
 	Settings map[string]string
-	Log      *slog.Logger
-	Now      func() time.Time
+	// TemplateDir keeps the template clusters are copied from instead of
+	// running initdb each time ("": no template, always initdb). Only this
+	// process's user may write it: the daemon uses state_dir/template.
+	// The first drill makes the template; a package upgrade remakes it.
+	TemplateDir string
+	Log         *slog.Logger
+	Now         func() time.Time
 
-	warnOnce sync.Once
+	warnOnce     sync.Once
+	templateWarn sync.Once
+}
+
+// warnTemplate says once that clusters are initdb'd for want of a template.
+func (e *Embedded) warnTemplate(err error) {
+	e.templateWarn.Do(func() {
+		e.Log.Warn("scratch clusters are made with initdb, not copied from a template (slower, nothing else changes)",
+			"template_dir", e.TemplateDir, "err", err)
+	})
 }
 
 // DefaultScratchDir is where embedded clusters live unless drills.scratch_dir
@@ -120,7 +135,8 @@ func (e *Embedded) CheckArchive(info verifier.ArchiveInfo) error {
 	return checkMajor(info, bins.Major, "the embedded scratch cluster ("+bins.Dir+")")
 }
 
-// CreateEarly implements verifier.EarlyScratch: initdb, start and the
+// CreateEarly implements verifier.EarlyScratch: the cluster (copied from
+// the template, or initdb'd, and then kept as the template), start and the
 // database, with the newest server programs installed, before the archive's
 // header is known, so that a drill does it while the backup downloads.
 func (e *Embedded) CreateEarly(ctx context.Context, target string) (verifier.ScratchDB, error) {
@@ -139,11 +155,27 @@ func (e *Embedded) CreateEarly(ctx context.Context, target string) (verifier.Scr
 			})
 		}
 	}
+	var tpl, key string
+	if e.TemplateDir != "" {
+		if tpl, key, err = e.template(bins); err != nil {
+			e.warnTemplate(err)
+		}
+	}
 	name := scratchName(target, e.Now())
 	c, err := NewClusterWith(ctx, bins, filepath.Join(e.Dir, name), ClusterOptions{
-		User: e.User, Settings: e.Settings, Owner: Mark(e.Instance), SocketTag: e.socketTag()})
+		User: e.User, Settings: e.Settings, Owner: Mark(e.Instance), SocketTag: e.socketTag(), Template: tpl})
 	if err != nil {
 		return nil, err
+	}
+	if c.TemplateErr != nil {
+		e.warnTemplate(c.TemplateErr)
+	}
+	if key != "" && (tpl == "" || c.TemplateErr != nil) {
+		// Just initdb'd, not started: what later drills copy (in place of
+		// a template that could not be copied).
+		if err := e.saveTemplate(bins, key, c.dataDir()); err != nil && !errors.Is(err, errTemplateBusy) {
+			e.warnTemplate(err)
+		}
 	}
 	db := &scratchDB{name: name, bins: bins, cluster: c, role: restoreRole,
 		restoreConn: c.DSN(name, restoreRole), adminConn: c.DSN("postgres", "")}
@@ -171,19 +203,23 @@ func (e *Embedded) socketTag() string {
 // this process's user, carries the instance's mark. Folders of other
 // daemons sharing Dir, and anything the cluster user could have written,
 // are left alone; a socket record is followed only to a bvsock-* folder in
-// the temporary folder.
+// the temporary folder. In TemplateDir it removes what a template build
+// that did not finish left, and keeps the template.
 func (e *Embedded) Sweep(ctx context.Context) error {
 	if e.Instance == "" {
 		return errors.New("sweep: no instance id")
 	}
+	var errs []error
+	if e.TemplateDir != "" {
+		errs = append(errs, e.sweepTemplates())
+	}
 	entries, err := os.ReadDir(e.Dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return errors.Join(errs...)
 	}
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
-	var errs []error
 	for _, ent := range entries {
 		dir := filepath.Join(e.Dir, ent.Name())
 		if !ent.IsDir() || !strings.HasPrefix(ent.Name(), DBPrefix) {

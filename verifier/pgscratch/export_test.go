@@ -7,3 +7,6 @@ func Password(db verifier.ScratchDB) string { return db.(*scratchDB).password }
 
 // ClusterOf is the cluster of an embedded scratch database.
 func ClusterOf(db verifier.ScratchDB) *Cluster { return db.(*scratchDB).cluster }
+
+// TemplateKey is the key a template of bins must carry.
+func TemplateKey(bins Bins) (string, error) { return templateKey(bins, superuser) }
