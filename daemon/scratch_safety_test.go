@@ -64,6 +64,13 @@ targets:
 	if l := testenv.Leftovers(t, state, scratch, pg); len(l) > 0 {
 		t.Errorf("left behind: %v", l)
 	}
+	// The embedded drills' template is kept in state_dir, the daemon's alone.
+	if m, _ := filepath.Glob(filepath.Join(state, "template", "pg*", "data", "PG_VERSION")); len(m) != 1 {
+		t.Errorf("templates in state_dir: %v, want one", m)
+	}
+	if fi, err := os.Stat(filepath.Join(state, "template")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("state_dir/template: %v %v, want mode 0700", fi, err)
+	}
 	if after := fingerprint(t, pg, "production"); after != before {
 		t.Errorf("production changed:\nbefore %s\nafter  %s", before, after)
 	}

@@ -90,9 +90,12 @@ stamp() {
 }
 
 # drill BIN SIZE: one drill; appends "rto download verify restore checks rss_kib" to $W/drill-<tag>.
+# Each starts from an empty state_dir but for template/, which a daemon keeps from its first
+# drill on (scratch clusters are copies of it, not initdb'd); warm-up drills make it.
 drill() {
   local bin="$1" n="$2" tag="$3"
-  rm -rf "$W/state-$n"
+  mkdir -p "$W/state-$n"
+  find "$W/state-$n" -mindepth 1 -maxdepth 1 ! -name template -exec rm -rf {} +
   stamp "$bin" drill --config "$W/$n.yml" --format json --log-format json
   python3 - "$W/out" "$(cat "$W/kib")" >> "$W/drill-$tag" <<'PY'
 import json, sys
@@ -119,6 +122,8 @@ export -f manual_seq s3cmd
 export W S3 DSN PGBIN JOBS
 
 cat "$W/big.dump" >/dev/null
+drill "$W/backupverify" big warmup
+drill "$W/backupverify" small warmup
 echo "bench: drill vs manual sequence, $RUNS runs each, alternating (jobs $JOBS)"
 for i in $(seq "$RUNS"); do
   drill "$W/backupverify" big after
