@@ -49,7 +49,9 @@ func StartS3(t testing.TB) *S3 {
 	dir := t.TempDir()
 	port := FreePort(t)
 	addr := "127.0.0.1:" + itoa(port)
-	cmd := exec.Command(bin, "--port", addr, "--access", AccessKey, "--secret", SecretKey, "posix", dir)
+	// --keep-alive: S3 keeps a client's connections open between requests; versitygw
+	// closes each after one answer unless told otherwise.
+	cmd := exec.Command(bin, "--port", addr, "--access", AccessKey, "--secret", SecretKey, "--keep-alive", "posix", dir)
 	var logBuf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
 	if err := cmd.Start(); err != nil {

@@ -54,6 +54,10 @@ type Client struct {
 	client *s3.Client
 }
 
+// maxIdleConnsPerHost is how many idle connections a Client keeps to its
+// store.
+const maxIdleConnsPerHost = 64
+
 // Source lists and reads the objects below a bucket prefix.
 type Source struct {
 	c      *Client
@@ -81,6 +85,11 @@ func NewClient(ctx context.Context, opt ClientOptions) (*Client, error) {
 	}
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 		tr.ResponseHeaderTimeout = opt.ReadTimeout
+		// Every target of a store shares this pool, and polls and
+		// verifications overlap: keep that many connections open, not the
+		// SDK's 10, or each burst closes and re-dials the rest.
+		tr.MaxIdleConnsPerHost = maxIdleConnsPerHost
+		tr.MaxIdleConns = 2 * maxIdleConnsPerHost
 	})
 	cfg, err := awsconfig.LoadDefaultConfig(ctx,
 		awsconfig.WithRegion(opt.Region),
