@@ -57,8 +57,8 @@ type Options struct {
 	// unlinked at once and its blocks freed as they are read. "" holds
 	// only a few segments per worker, in memory.
 	SpillDir string
-	// SpillMax bounds the bytes waiting in the spill file at once
-	// (0: DefaultSpillMax).
+	// SpillMax bounds the bytes waiting in this read's spill file at once;
+	// 0 shares DefaultSpillMax with every other read that says 0.
 	SpillMax int64
 }
 

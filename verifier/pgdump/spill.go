@@ -11,9 +11,12 @@ import (
 // archive was not judged, so it is neither truncated nor corrupt.
 var ErrSpill = errors.New("spill file")
 
-// DefaultSpillMax bounds the disk a spill file holds at once when
-// Options.SpillMax is 0.
+// DefaultSpillMax bounds the disk all spill files hold at once, together,
+// when Options.SpillMax is 0: concurrent reads share it.
 const DefaultSpillMax = 1 << 30
+
+// sharedSpillTokens are the slots of DefaultSpillMax, one per segment.
+var sharedSpillTokens = make(chan struct{}, DefaultSpillMax/segSize)
 
 // spill is a temporary file where segments wait for a busy worker. It is
 // unlinked as soon as it is made, so nothing is left behind by a crash, and
@@ -31,13 +34,14 @@ type spill struct {
 	bytes  int64 // written in all
 }
 
-// newSpill returns nil when dir is "" (no spilling).
+// newSpill returns nil when dir is "" (no spilling). limit 0 takes slots
+// from the budget all reads share.
 func newSpill(dir string, limit int64) *spill {
 	if dir == "" {
 		return nil
 	}
 	if limit <= 0 {
-		limit = DefaultSpillMax
+		return &spill{dir: dir, tokens: sharedSpillTokens}
 	}
 	return &spill{dir: dir, tokens: make(chan struct{}, max(1, limit/segSize))}
 }
@@ -113,12 +117,18 @@ func (s *spill) written() int64 {
 	return s.bytes
 }
 
+// close closes the file, once every worker and the archive's goroutine are
+// done, and gives back the slots of segments never read (a read that
+// stopped early), so the shared budget never shrinks.
 func (s *spill) close() {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for ; s.live > 0; s.live-- {
+		<-s.tokens
+	}
 	if s.f != nil {
 		_ = s.f.Close()
 		s.f = nil

@@ -69,6 +69,9 @@ func TestSpill(t *testing.T) {
 			if got != want {
 				t.Errorf("with a spill file:\n%+v\nwithout:\n%+v", got, want)
 			}
+			if n := pgdump.SharedSpillInUse(); n != 0 {
+				t.Errorf("%d slots of the shared spill budget still taken after the read", n)
+			}
 			if left, _ := os.ReadDir(dir); len(left) > 0 {
 				t.Errorf("left in the spill folder: %v", left)
 			}
@@ -112,8 +115,28 @@ func TestSpill(t *testing.T) {
 			if left, _ := os.ReadDir(dir); len(left) > 0 {
 				t.Errorf("left in the spill folder: %v", left)
 			}
+			if n := pgdump.SharedSpillInUse(); n != 0 {
+				t.Errorf("%d slots of the shared spill budget still taken after the read", n)
+			}
 		})
 	}
+
+	// A read stopped by a worker's failure while others are still being
+	// fed: many damaged tables, every slot must come back.
+	t.Run("stopped early", func(t *testing.T) {
+		for i := 0; i < 20; i++ {
+			b := bytes.Clone(orig)
+			for k := 2 << 20; k < len(b)-1<<20; k += 1 << 20 {
+				b[k] ^= 0x55
+			}
+			if _, err := read(b, pgdump.Options{Workers: 2, SpillDir: t.TempDir()}); !errors.Is(err, pgdump.ErrCorrupt) {
+				t.Fatalf("got %v, want corrupt", err)
+			}
+			if n := pgdump.SharedSpillInUse(); n != 0 {
+				t.Fatalf("read %d: %d slots of the shared spill budget still taken", i, n)
+			}
+		}
+	})
 }
 
 // entryOf is the "entry N" an error names, or the whole message.
