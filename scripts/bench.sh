@@ -139,6 +139,10 @@ for i in $(seq "$RUNS"); do
   echo "$(cat "$W/secs") $(cat "$W/kib")" >> "$W/pgrestore"
   stamp "$W/backupverify" verify --config "$W/big-pr.yml" --log-format json
   echo "$(cat "$W/secs") $(cat "$W/kib")" >> "$W/verify-big-pr"
+  if [ -n "$BEFORE" ]; then
+    stamp "$W/backupverify-before" verify --config "$W/big.yml" --log-format json
+    echo "$(cat "$W/secs") $(cat "$W/kib")" >> "$W/verify-before"
+  fi
 done
 stamp "$W/backupverify" verify --config "$W/small.yml" --log-format json
 echo "$(cat "$W/secs") $(cat "$W/kib")" >> "$W/verify-small"
@@ -173,6 +177,10 @@ print("| drill: download, checksum, restore, count + orphan query | %s s (median
 vm, pm = med([r[0] for r in v]), med([r[0] for r in pr])
 print("| verify pass, native reader (GET + sha256 + archive read, from S3) | %s s (median %.1f) | `pg_restore -f /dev/null` on a local copy: %s s (median %.1f) | **%.2f** |"
       % (runs_s([r[0] for r in v]), vm, runs_s([r[0] for r in pr]), pm, vm / pm))
+vb = rows("verify-before")
+if vb:
+    vbm = med([r[0] for r in vb])
+    print("| verify pass, native reader, before (%s) | %s s (median %.1f) | the same | **%.2f** |" % (before, runs_s([r[0] for r in vb]), vbm, vbm / pm))
 vp = rows("verify-big-pr")
 vpm = med([r[0] for r in vp])
 print("| verify pass, `verify.reader: pg_restore` (GET + sha256 + pg_restore -f /dev/null, from S3) | %s s (median %.1f) | the same | **%.2f** |"
