@@ -45,10 +45,11 @@ func drillers(t *testing.T, yaml string) (*config.Config, map[string]*verifier.D
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	ds, err := NewDrillers(context.Background(), c, "", testLog(t), time.Now)
+	ds, wait, err := NewDrillers(context.Background(), c, "", testLog(t), time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(wait)
 	out := map[string]*verifier.Driller{}
 	for i, d := range ds {
 		out[c.Targets[i].Name] = d

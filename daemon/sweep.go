@@ -22,8 +22,12 @@ import (
 // behind: downloaded files, embedded clusters, and databases and roles on
 // scratch servers. Scratch objects are marked with the instance id kept in
 // state_dir, and only those carrying it are removed: other daemons sharing
-// a scratch_dir or a scratch server keep theirs.
-func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) {
+// a scratch_dir or a scratch server keep theirs. If a target drills in an
+// embedded cluster, it then starts making the spare cluster of the first
+// drill in the background (pgscratch.Embedded.PrepareSpare); the func it
+// returns waits for that.
+func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) (wait func()) {
+	wait = func() {}
 	if err := os.RemoveAll(verifier.TempDir(c.StateDir)); err != nil {
 		log.Warn("remove leftover drill files", "err", err)
 	}
@@ -41,10 +45,17 @@ func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() t
 		log.Warn("sweep embedded scratch clusters", "err", err)
 	}
 	dsns := map[string]bool{}
+	embedded := false
 	for _, t := range c.Targets {
 		if t.Drill.Scratch != config.ScratchEmbedded {
 			dsns[t.Drill.Scratch] = true
+		} else {
+			embedded = true
 		}
+	}
+	if embedded {
+		emb.PrepareSpareLater()
+		wait = emb.Wait
 	}
 	for dsn := range dsns {
 		srv := serverScratch(dsn, bins, instance, log, now)
@@ -54,6 +65,7 @@ func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() t
 		}
 		cancel()
 	}
+	return wait
 }
 
 // instanceFile, in state_dir, holds the daemon's instance id.

@@ -329,13 +329,17 @@ func drillNow(ctx context.Context, path, target, format string, stdout io.Writer
 		return err
 	}
 	defer release()
-	ds, err := daemon.NewDrillers(ctx, c, target, log, time.Now)
+	ds, wait, err := daemon.NewDrillers(ctx, c, target, log, time.Now)
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "no target named") {
 			return usageError{err}
 		}
 		return err
 	}
+	// The spare cluster a drill starts making for the next one (a copy
+	// of the template, see pgscratch.Embedded.PrepareSpare) is finished
+	// before the process exits, so the next run renames it into place.
+	defer wait()
 	store, err := daemon.NewReportStore(ctx, c, log, time.Now)
 	if err != nil {
 		return err

@@ -38,6 +38,10 @@ type Cluster struct {
 	// TemplateErr is why the cluster was initdb'd rather than copied from
 	// ClusterOptions.Template (nil if it was copied or none was given).
 	TemplateErr error
+	// FromSpare says the data folder is ClusterOptions.Spare, moved in;
+	// SpareErr why it was not (nil if none was given).
+	FromSpare bool
+	SpareErr  error
 }
 
 // superuser is the clusters' bootstrap superuser.
@@ -64,6 +68,12 @@ type ClusterOptions struct {
 	// to copy instead of running initdb ("": initdb). If the copy fails,
 	// initdb runs after all and Cluster.TemplateErr says why.
 	Template string
+	// Spare is a copy of Template made ahead of time (see
+	// Embedded.PrepareSpare), a data folder on the same filesystem that
+	// is renamed into the cluster instead of copying Template. If that
+	// fails, or it holds anything but folders and regular files, Template
+	// is copied after all and Cluster.SpareErr says why.
+	Spare string
 }
 
 // Port is the socket's port number (part of its file name); there is no TCP.
@@ -125,8 +135,17 @@ func NewClusterWith(ctx context.Context, bins Bins, dir string, opt ClusterOptio
 	} else if err := os.Mkdir(c.socket, 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.Mkdir(c.dataDir(), 0o700); err != nil {
-		return nil, err
+	// A spare moves in while the cluster folder is this process's and
+	// 0700, and is handed over below, as a copy of the template is.
+	if opt.Spare != "" {
+		if c.SpareErr = os.Rename(opt.Spare, c.dataDir()); c.SpareErr == nil {
+			c.FromSpare = true
+		}
+	}
+	if !c.FromSpare {
+		if err := os.Mkdir(c.dataDir(), 0o700); err != nil {
+			return nil, err
+		}
 	}
 	logf, err := os.OpenFile(c.logFile(), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -141,7 +160,20 @@ func NewClusterWith(ctx context.Context, bins Bins, dir string, opt ClusterOptio
 	// The copy is made while data/ is still this process's and 0700, so
 	// that no one else can touch it before it is whole; then handed over.
 	copied := false
-	if opt.Template != "" {
+	if c.FromSpare {
+		if err := handOver(c.dataDir(), c.runAs); err != nil {
+			c.FromSpare, c.SpareErr = false, err
+			if err := os.RemoveAll(c.dataDir()); err != nil {
+				return nil, err
+			}
+			if err := os.Mkdir(c.dataDir(), 0o700); err != nil {
+				return nil, err
+			}
+		} else {
+			copied = true
+		}
+	}
+	if opt.Template != "" && !copied {
 		if err := copyTree(opt.Template, c.dataDir(), c.runAs); err != nil {
 			c.TemplateErr = err
 			if err := os.RemoveAll(c.dataDir()); err != nil {

@@ -41,6 +41,7 @@ type Embedded struct {
 
 	warnOnce     sync.Once
 	templateWarn sync.Once
+	spareWarn    sync.Once
 }
 
 // warnTemplate says once that clusters are initdb'd for want of a template.
@@ -161,14 +162,25 @@ func (e *Embedded) CreateEarly(ctx context.Context, target string) (verifier.Scr
 			e.warnTemplate(err)
 		}
 	}
+	var spare string
+	done := func() {}
+	if tpl != "" {
+		spare, done = e.takeSpare(spareStamp(tpl, key))
+	}
 	name := scratchName(target, e.Now())
 	c, err := NewClusterWith(ctx, bins, filepath.Join(e.Dir, name), ClusterOptions{
-		User: e.User, Settings: e.Settings, Owner: Mark(e.Instance), SocketTag: e.socketTag(), Template: tpl})
+		User: e.User, Settings: e.Settings, Owner: Mark(e.Instance), SocketTag: e.socketTag(), Template: tpl, Spare: spare})
+	done()
 	if err != nil {
 		return nil, err
 	}
 	if c.TemplateErr != nil {
 		e.warnTemplate(c.TemplateErr)
+	}
+	if c.SpareErr != nil {
+		e.spareWarn.Do(func() {
+			e.Log.Warn("the spare scratch cluster could not be used; the template was copied instead", "err", c.SpareErr)
+		})
 	}
 	if key != "" && (tpl == "" || c.TemplateErr != nil) {
 		// Just initdb'd, not started: what later drills copy (in place of
@@ -179,6 +191,9 @@ func (e *Embedded) CreateEarly(ctx context.Context, target string) (verifier.Scr
 	}
 	db := &scratchDB{name: name, bins: bins, cluster: c, role: restoreRole,
 		restoreConn: c.DSN(name, restoreRole), adminConn: c.DSN("postgres", "")}
+	if e.TemplateDir != "" {
+		db.closed = e.prepareSpareLater
+	}
 	if err := c.Start(ctx); err != nil {
 		_ = c.Remove(context.WithoutCancel(ctx))
 		return nil, err
@@ -204,7 +219,9 @@ func (e *Embedded) socketTag() string {
 // daemons sharing Dir, and anything the cluster user could have written,
 // are left alone; a socket record is followed only to a bvsock-* folder in
 // the temporary folder. In TemplateDir it removes what a template build
-// that did not finish left, and keeps the template.
+// that did not finish left, and keeps the template. This instance's spare
+// goes unless it is complete and of the current template; other
+// instances' spares stay.
 func (e *Embedded) Sweep(ctx context.Context) error {
 	if e.Instance == "" {
 		return errors.New("sweep: no instance id")
@@ -213,6 +230,7 @@ func (e *Embedded) Sweep(ctx context.Context) error {
 	if e.TemplateDir != "" {
 		errs = append(errs, e.sweepTemplates())
 	}
+	errs = append(errs, e.sweepSpare())
 	entries, err := os.ReadDir(e.Dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return errors.Join(errs...)

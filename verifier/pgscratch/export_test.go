@@ -10,3 +10,6 @@ func ClusterOf(db verifier.ScratchDB) *Cluster { return db.(*scratchDB).cluster 
 
 // TemplateKey is the key a template of bins must carry.
 func TemplateKey(bins Bins) (string, error) { return templateKey(bins, superuser) }
+
+// SpareDir is the folder of e's spare cluster.
+func SpareDir(e *Embedded) string { return e.spareDir() }

@@ -83,6 +83,7 @@ type scratchDB struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	closed    func() // after an embedded cluster is removed (a new spare)
 }
 
 func (d *scratchDB) Name() string          { return d.name }
@@ -162,6 +163,9 @@ func (d *scratchDB) Close(ctx context.Context) error {
 	d.closeOnce.Do(func() {
 		if d.cluster != nil {
 			d.closeErr = d.cluster.Remove(ctx)
+			if d.closed != nil {
+				d.closed()
+			}
 			return
 		}
 		cfg, err := pgxConfig(d.adminConn, d.adminPassword, nil)

@@ -64,6 +64,7 @@ func TestTemplateClusters(t *testing.T) {
 	tdir := filepath.Join(t.TempDir(), "template")
 	e := &pgscratch.Embedded{Bins: bins, Dir: testenv.ScratchDir(t), TemplateDir: tdir,
 		Instance: "88888888888888888888888888888888", Log: testenv.Logger(t), Now: time.Now}
+	t.Cleanup(e.Wait)
 	ctx := context.Background()
 	db1, err := e.CreateEarly(ctx, "t")
 	if err != nil {
@@ -188,6 +189,7 @@ func TestTemplateRebuiltAndSwept(t *testing.T) {
 	var log bytes.Buffer
 	e := &pgscratch.Embedded{Bins: bins, Dir: testenv.ScratchDir(t), TemplateDir: tdir, Instance: "99999999999999999999999999999999",
 		Log: slog.New(slog.NewTextHandler(&log, nil)), Now: time.Now}
+	t.Cleanup(e.Wait)
 	ctx := context.Background()
 	create := func() (verifier.ScratchDB, string) {
 		t.Helper()
@@ -199,6 +201,7 @@ func TestTemplateRebuiltAndSwept(t *testing.T) {
 		if err := db.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
+		e.Wait() // the spare made after it, from the template of then
 		return db, id
 	}
 	_, id1 := create()
@@ -238,7 +241,9 @@ func TestTemplateRebuiltAndSwept(t *testing.T) {
 	}
 
 	// A symlink in the template is refused: initdb after all, one warning,
-	// and that cluster's data folder becomes the template.
+	// and that cluster's data folder becomes the template. (The spare,
+	// copied before the symlink was planted, would be used: it goes.)
+	os.RemoveAll(pgscratch.SpareDir(e))
 	os.Symlink("/etc/passwd", filepath.Join(templateOf(t, tdir), "data", "link"))
 	db, err := e.CreateEarly(ctx, "t")
 	if err != nil {
