@@ -91,11 +91,13 @@ stamp() {
 
 # drill BIN SIZE: one drill; appends "rto download verify restore checks rss_kib" to $W/drill-<tag>.
 # Each starts from an empty state_dir but for template/, which a daemon keeps from its first
-# drill on (scratch clusters are copies of it, not initdb'd); warm-up drills make it.
+# drill on (scratch clusters are copies of it, not initdb'd), and instance-id and scratch/, where
+# the spare copy of the template each drill leaves for the next one is kept under the instance's
+# name (as a daemon does between drills); warm-up drills make them.
 drill() {
   local bin="$1" n="$2" tag="$3"
   mkdir -p "$W/state-$n"
-  find "$W/state-$n" -mindepth 1 -maxdepth 1 ! -name template -exec rm -rf {} +
+  find "$W/state-$n" -mindepth 1 -maxdepth 1 ! -name template ! -name instance-id ! -name scratch -exec rm -rf {} +
   stamp "$bin" drill --config "$W/$n.yml" --format json --log-format json
   python3 - "$W/out" "$(cat "$W/kib")" >> "$W/drill-$tag" <<'PY'
 import json, sys
