@@ -86,3 +86,12 @@ func ScratchDir(t testing.TB) string {
 	})
 	return filepath.Join(dir, "scratch")
 }
+
+// Main runs a package's tests (from TestMain) and then removes the spare
+// scratch clusters its drills made (pgscratch.RemoveSpares): as root they
+// are in /var/tmp/backupverify, which outlives the tests' state_dir.
+func Main(m *testing.M) {
+	code := m.Run()
+	pgscratch.RemoveSpares()
+	os.Exit(code)
+}

@@ -37,6 +37,24 @@ var spareLocks sync.Map // spare folder → *sync.Mutex
 // Embedded of the process (a daemon has one per target).
 var spareWG sync.WaitGroup
 
+// sparesMade lists the spare folders this process made (RemoveSpares).
+var sparesMade sync.Map // spare folder → struct{}
+
+// RemoveSpares waits for the spares being made in the background and
+// removes every spare this process made: for tests, whose state_dir (and
+// so instance id) is thrown away while scratch_dir, as root
+// /var/tmp/backupverify, stays.
+func RemoveSpares() {
+	spareWG.Wait()
+	sparesMade.Range(func(k, _ any) bool {
+		mu, _ := spareLocks.LoadOrStore(k, &sync.Mutex{})
+		mu.(*sync.Mutex).Lock()
+		_ = os.RemoveAll(k.(string))
+		mu.(*sync.Mutex).Unlock()
+		return true
+	})
+}
+
 func (e *Embedded) spareDir() string { return filepath.Join(e.Dir, sparePrefix+e.socketTag()) }
 
 func (e *Embedded) spareLock() *sync.Mutex {
@@ -122,6 +140,7 @@ func (e *Embedded) PrepareSpare(ctx context.Context) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
+	sparesMade.Store(dir, struct{}{})
 	if err := os.Mkdir(filepath.Join(dir, "data"), 0o700); err != nil {
 		return err
 	}
