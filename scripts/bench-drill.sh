@@ -21,6 +21,9 @@ for j in $JOBS; do
   cat > "$W/drill-$j.yml" <<YAML
 state_dir: $W/state
 pg_bin_dir: $PGBIN
+# clusters and the spare copy of the template below $W, removed with it (as root the default,
+# /var/tmp/backupverify, outlives this run)
+drills: {scratch_dir: $W/scratch-drill}
 targets:
   - name: bench
     source: file://$W/backups/
@@ -50,4 +53,4 @@ echo "|  jobs |  RTO s   | download | verify   | restore  | checks   | RSS MiB |
 echo "|------:|---------:|---------:|---------:|---------:|---------:|-------:|"
 printf '%s\n' "${rows[@]}"
 echo
-echo "restore includes initdb and start of the scratch cluster; RSS is backupverify's own."
+echo "restore includes any wait for the scratch cluster; RSS is backupverify's own."

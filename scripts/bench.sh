@@ -56,6 +56,9 @@ for n in big small; do
   cat > "$W/$n.yml" <<YAML
 state_dir: $W/state-$n
 pg_bin_dir: $PGBIN
+# clusters and the spare copy of the template below $W, removed with it (as root the default,
+# /var/tmp/backupverify, outlives this run)
+drills: {scratch_dir: $W/scratch-$n}
 s3: {endpoint: "$S3", path_style: true}
 targets:
   - name: $n
@@ -91,9 +94,9 @@ stamp() {
 
 # drill BIN SIZE: one drill; appends "rto download verify restore checks rss_kib" to $W/drill-<tag>.
 # Each starts from an empty state_dir but for template/, which a daemon keeps from its first
-# drill on (scratch clusters are copies of it, not initdb'd), and instance-id and scratch/, where
-# the spare copy of the template each drill leaves for the next one is kept under the instance's
-# name (as a daemon does between drills); warm-up drills make them.
+# drill on (scratch clusters are copies of it, not initdb'd), and instance-id: the spare copy
+# of the template each drill leaves for the next one, in scratch_dir, is kept under the
+# instance's name (as a daemon does between drills); warm-up drills make them.
 drill() {
   local bin="$1" n="$2" tag="$3"
   mkdir -p "$W/state-$n"
