@@ -159,14 +159,19 @@ func NewClusterWith(ctx context.Context, bins Bins, dir string, opt ClusterOptio
 	}
 	// The copy is made while data/ is still this process's and 0700, so
 	// that no one else can touch it before it is whole; then handed over.
+	// A data folder that could not be handed over or copied is emptied
+	// for the next way.
+	emptyData := func() error {
+		if err := os.RemoveAll(c.dataDir()); err != nil {
+			return err
+		}
+		return os.Mkdir(c.dataDir(), 0o700)
+	}
 	copied := false
 	if c.FromSpare {
 		if err := handOver(c.dataDir(), c.runAs); err != nil {
 			c.FromSpare, c.SpareErr = false, err
-			if err := os.RemoveAll(c.dataDir()); err != nil {
-				return nil, err
-			}
-			if err := os.Mkdir(c.dataDir(), 0o700); err != nil {
+			if err := emptyData(); err != nil {
 				return nil, err
 			}
 		} else {
@@ -176,10 +181,7 @@ func NewClusterWith(ctx context.Context, bins Bins, dir string, opt ClusterOptio
 	if opt.Template != "" && !copied {
 		if err := copyTree(opt.Template, c.dataDir(), c.runAs); err != nil {
 			c.TemplateErr = err
-			if err := os.RemoveAll(c.dataDir()); err != nil {
-				return nil, err
-			}
-			if err := os.Mkdir(c.dataDir(), 0o700); err != nil {
+			if err := emptyData(); err != nil {
 				return nil, err
 			}
 		} else {
