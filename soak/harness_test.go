@@ -213,6 +213,9 @@ func (e *env) writeConfig() {
 listen: 127.0.0.1:%d
 state_dir: %s
 pg_bin_dir: %s
+# Below the soak's own folder (world-searchable), removed with it: as root the
+# default, /var/tmp/backupverify, would keep the spare copy of the template.
+drills: {scratch_dir: %s}
 s3: {endpoint: "%s", path_style: true, max_attempts: 3, read_timeout: 2s}
 http: {trigger_token: "${SOAK_TRIGGER_TOKEN}"}
 targets:
@@ -233,7 +236,7 @@ targets:
       - count: leads
         min: %d
       - foreign_keys: true
-`, e.port, e.state, e.pgbin, e.s3.Endpoint, target, bucket, prefix, model(backupGrace), model(poll), model(rpo), model(drillTO), leadsMin)
+`, e.port, e.state, e.pgbin, filepath.Join(e.dir, "scratch"), e.s3.Endpoint, target, bucket, prefix, model(backupGrace), model(poll), model(rpo), model(drillTO), leadsMin)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

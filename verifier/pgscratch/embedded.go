@@ -141,6 +141,12 @@ func (e *Embedded) CheckArchive(info verifier.ArchiveInfo) error {
 // database, with the newest server programs installed, before the archive's
 // header is known, so that a drill does it while the backup downloads.
 func (e *Embedded) CreateEarly(ctx context.Context, target string) (verifier.ScratchDB, error) {
+	return e.createEarly(ctx, target, true)
+}
+
+// createEarly is CreateEarly; retry says whether a cluster copied from the
+// template or the spare that does not start is made again by initdb.
+func (e *Embedded) createEarly(ctx context.Context, target string, retry bool) (verifier.ScratchDB, error) {
 	bins, err := e.Bins.Pick(0, true)
 	if err != nil {
 		return nil, err
@@ -196,6 +202,17 @@ func (e *Embedded) CreateEarly(ctx context.Context, target string) (verifier.Scr
 	}
 	if err := c.Start(ctx); err != nil {
 		_ = c.Remove(context.WithoutCancel(ctx))
+		copied := c.FromSpare || tpl != "" && c.TemplateErr == nil
+		if retry && copied && ctx.Err() == nil {
+			// A damaged template (a crash while it was written, a bad
+			// disk) must not fail every drill: it goes, with the spare
+			// copied from it, and this drill runs initdb, which makes the
+			// template again.
+			e.Log.Warn("a scratch cluster copied from the template did not start; removing the template and the spare, and running initdb",
+				"err", err, "template", filepath.Dir(tpl))
+			e.dropCopies()
+			return e.createEarly(ctx, target, false)
+		}
 		return nil, err
 	}
 	if err := db.create(ctx, ""); err != nil {
@@ -230,7 +247,7 @@ func (e *Embedded) Sweep(ctx context.Context) error {
 	if e.TemplateDir != "" {
 		errs = append(errs, e.sweepTemplates())
 	}
-	errs = append(errs, e.sweepSpare())
+	errs = append(errs, e.sweepSpare(), e.sweepOrphanSpares())
 	entries, err := os.ReadDir(e.Dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return errors.Join(errs...)

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -93,7 +95,69 @@ func spareStamp(tpl, key string) string {
 	if tpl == "" || key == "" || syscall.Lstat(filepath.Dir(tpl), &st) != nil {
 		return ""
 	}
-	return fmt.Sprintf("%stemplate %d %d %d.%09d\n", key, st.Dev, st.Ino, st.Ctim.Sec, st.Ctim.Nsec)
+	return fmt.Sprintf("%stemplate %d %d %d.%09d\ntemplate_dir %q\n", key, st.Dev, st.Ino, st.Ctim.Sec, st.Ctim.Nsec, filepath.Dir(tpl))
+}
+
+// dropCopies removes the template and the spare copied from it, when a
+// cluster copied from them did not start.
+func (e *Embedded) dropCopies() {
+	mu := e.spareLock()
+	mu.Lock()
+	if err := os.RemoveAll(e.spareDir()); err != nil {
+		e.Log.Warn("remove the spare scratch cluster", "dir", e.spareDir(), "err", err)
+	}
+	mu.Unlock()
+	lock, err := e.lockTemplates()
+	if err != nil {
+		e.warnTemplate(err)
+		return
+	}
+	defer lock.Close()
+	if err := e.cleanTemplates(true); err != nil {
+		e.warnTemplate(err)
+	}
+}
+
+// sweepOrphanSpares removes the spares of other daemons whose template
+// folder is gone (their state_dir was deleted: a test, a one-off run with a
+// throwaway state_dir), which nothing else would ever remove. Only folders
+// of this process's user with a key file it could have written are read.
+func (e *Embedded) sweepOrphanSpares() error {
+	ents, err := os.ReadDir(e.Dir)
+	if err != nil {
+		return nil
+	}
+	var errs []error
+	for _, ent := range ents {
+		dir := filepath.Join(e.Dir, ent.Name())
+		if !ent.IsDir() || !strings.HasPrefix(ent.Name(), sparePrefix) || dir == e.spareDir() {
+			continue
+		}
+		key, err := ownRecord(filepath.Join(dir, spareKeyFile))
+		if err != nil {
+			continue
+		}
+		tdir, ok := spareTemplateDir(key)
+		if !ok {
+			continue
+		}
+		if _, err := os.Lstat(tdir); errors.Is(err, os.ErrNotExist) {
+			e.Log.Info("removing the spare scratch cluster of a daemon whose template is gone", "dir", dir, "template", tdir)
+			errs = append(errs, os.RemoveAll(dir))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// spareTemplateDir is the template folder a spare's key names.
+func spareTemplateDir(key string) (string, bool) {
+	for _, line := range strings.Split(key, "\n") {
+		if rest, ok := strings.CutPrefix(line, "template_dir "); ok {
+			p, err := strconv.Unquote(rest)
+			return p, err == nil && filepath.IsAbs(p)
+		}
+	}
+	return "", false
 }
 
 // PrepareSpare makes the spare if there is a template and no complete

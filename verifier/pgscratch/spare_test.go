@@ -229,3 +229,70 @@ func TestSpareIncompleteStaleAndSwept(t *testing.T) {
 	}
 	os.RemoveAll(other)
 }
+
+// TestDamagedCopiesAreReplaced: a template or spare whose copy does not
+// start (pg_control emptied, as a crash while writing it could leave it)
+// does not fail the drill: the cluster is made by initdb, and the template
+// and spare are made again.
+func TestDamagedCopiesAreReplaced(t *testing.T) {
+	ctx := context.Background()
+	e := spareEmbedded(t, "66666666666666666666666666666666")
+	for _, where := range []string{"spare", "template"} {
+		t.Run(where, func(t *testing.T) {
+			checkSpare(t, e)
+			tpl := templateOf(t, e.TemplateDir)
+			if where == "template" {
+				os.RemoveAll(pgscratch.SpareDir(e))
+			}
+			damaged := filepath.Join(pgscratch.SpareDir(e), "data", "global", "pg_control")
+			if where == "template" {
+				damaged = filepath.Join(tpl, "data", "global", "pg_control")
+			}
+			if err := os.Truncate(damaged, 0); err != nil {
+				t.Fatal(err)
+			}
+			db := createEarly(t, e)
+			if _, _, err := db.Query(ctx, "SELECT 1", time.Minute); err != nil {
+				t.Fatalf("the drill's cluster does not answer: %v", err)
+			}
+			closeWait(t, e, db)
+			checkSpare(t, e)
+			if fi, err := os.Stat(filepath.Join(templateOf(t, e.TemplateDir), "data", "global", "pg_control")); err != nil || fi.Size() == 0 {
+				t.Errorf("the template was not made again: %v", err)
+			}
+			if fi, err := os.Stat(filepath.Join(pgscratch.SpareDir(e), "data", "global", "pg_control")); err != nil || fi.Size() == 0 {
+				t.Errorf("the spare was not made again: %v", err)
+			}
+		})
+	}
+}
+
+// TestOrphanSparesSwept: a spare whose daemon's template folder is gone
+// (its state_dir deleted) is removed by any daemon's sweep; one whose
+// template still exists, or whose key names none, is left alone.
+func TestOrphanSparesSwept(t *testing.T) {
+	e := spareEmbedded(t, "77777777777777777777777777777778")
+	mk := func(tag, key string) string {
+		dir := filepath.Join(e.Dir, ".spare-"+tag)
+		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "key"), []byte(key), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	gone := mk("aaaaaaaaaaaa", "backupverify cluster template 1\ntemplate_dir \"/nonexistent/state/template/pg15-x\"\n")
+	alive := mk("bbbbbbbbbbbb", "backupverify cluster template 1\ntemplate_dir \""+t.TempDir()+"\"\n")
+	unnamed := mk("cccccccccccc", "backupverify cluster template 1\n")
+	if err := e.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if exists(gone) {
+		t.Error("the spare of a daemon whose template is gone was left")
+	}
+	if !exists(alive) || !exists(unnamed) {
+		t.Error("the sweep removed a spare whose template exists, or whose key names none")
+	}
+	checkSpare(t, e)
+}
