@@ -91,6 +91,9 @@ type VerifyConfig struct {
 	// (each is a download and, for custom format, a pg_restore); 0 means
 	// twice the CPUs.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// SpillMax bounds the disk the native reader's spill files in
+	// state_dir/tmp hold at once, all verifications together; 0: none.
+	SpillMax Size `yaml:"spill_max"`
 }
 
 // DrillsConfig holds daemon-wide drill settings.
@@ -230,6 +233,7 @@ type Check struct {
 const (
 	DefaultVerifyTimeout = 6 * time.Hour
 	DefaultMaxPlainSize  = Size(256 << 30)
+	DefaultSpillMax      = Size(1 << 30)
 )
 
 // MinTriggerToken is the shortest http.trigger_token accepted, in bytes.
@@ -259,6 +263,7 @@ func Default() *Config {
 		Listen:   ":9847",
 		StateDir: "/var/lib/backupverify",
 		Drills:   DrillsConfig{MaxConcurrent: 1},
+		Verify:   VerifyConfig{SpillMax: DefaultSpillMax},
 		Reports:  ReportsConfig{Retention: Duration(400 * 24 * time.Hour)},
 		S3:       S3Config{Region: "us-east-1", MaxAttempts: 5, ReadTimeout: Duration(time.Minute)},
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/backupverify/backupverify/report"
 	"github.com/backupverify/backupverify/verifier"
 	"github.com/backupverify/backupverify/verifier/filesource"
+	"github.com/backupverify/backupverify/verifier/pgdump"
 	"github.com/backupverify/backupverify/verifier/pgscratch"
 	"github.com/backupverify/backupverify/verifier/s3source"
 )
@@ -105,6 +106,7 @@ func newTargets(ctx context.Context, c *config.Config, only string, log *slog.Lo
 		return nil, err
 	}
 	sh := &shared{bins: bins, instance: instance, s3: &s3Clients{}, gate: verifier.NewGate(c.Verify.MaxConcurrent)}
+	pgdump.SetSpillMax(int64(c.Verify.SpillMax))
 	var out []*targetParts
 	for _, t := range c.Targets {
 		if only != "" && t.Name != only {

@@ -84,8 +84,8 @@ type CopyOptions struct {
 	// Limits bound the verification (targets[].verify).
 	Limits VerifySpec
 	// SpillDir, when set, lets the native reader park compressed data in
-	// a temporary file there (unlinked at once; pgdump.DefaultSpillMax on
-	// disk for all verifications together), so that it inflates several tables
+	// a temporary file there (unlinked at once; verify.spill_max, see
+	// pgdump.SetSpillMax, for all verifications together), so that it inflates several tables
 	// at once; "" keeps it to a few MiB of memory per worker.
 	SpillDir string
 }

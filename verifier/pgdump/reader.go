@@ -58,7 +58,7 @@ type Options struct {
 	// only a few segments per worker, in memory.
 	SpillDir string
 	// SpillMax bounds the bytes waiting in this read's spill file at once;
-	// 0 shares DefaultSpillMax with every other read that says 0.
+	// 0 shares the budget SetSpillMax sets with every other read that says 0.
 	SpillMax int64
 }
 

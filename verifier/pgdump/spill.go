@@ -5,18 +5,35 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // ErrSpill wraps a failure of the local spill file while reading: the
 // archive was not judged, so it is neither truncated nor corrupt.
 var ErrSpill = errors.New("spill file")
 
-// DefaultSpillMax bounds the disk all spill files hold at once, together,
-// when Options.SpillMax is 0: concurrent reads share it.
+// DefaultSpillMax is what all spill files hold at once, together, unless
+// SetSpillMax says otherwise.
 const DefaultSpillMax = 1 << 30
 
-// sharedSpillTokens are the slots of DefaultSpillMax, one per segment.
-var sharedSpillTokens = make(chan struct{}, DefaultSpillMax/segSize)
+// sharedSpill holds the slots, one per segment, of the budget reads with
+// Options.SpillMax 0 share; nil: they do not spill.
+var sharedSpill atomic.Pointer[chan struct{}]
+
+func init() { SetSpillMax(DefaultSpillMax) }
+
+// SetSpillMax sets the bytes all spill files of reads with Options.SpillMax
+// 0 may hold at once, together; less than one segment (256 KiB), 0
+// included, turns spilling off. Reads under way keep the budget they began
+// with.
+func SetSpillMax(n int64) {
+	if n < segSize {
+		sharedSpill.Store(nil)
+		return
+	}
+	ch := make(chan struct{}, n/segSize)
+	sharedSpill.Store(&ch)
+}
 
 // spill is a temporary file where segments wait for a busy worker. It is
 // unlinked as soon as it is made, so nothing is left behind by a crash, and
@@ -41,7 +58,11 @@ func newSpill(dir string, limit int64) *spill {
 		return nil
 	}
 	if limit <= 0 {
-		return &spill{dir: dir, tokens: sharedSpillTokens}
+		ch := sharedSpill.Load()
+		if ch == nil {
+			return nil
+		}
+		return &spill{dir: dir, tokens: *ch}
 	}
 	return &spill{dir: dir, tokens: make(chan struct{}, max(1, limit/segSize))}
 }

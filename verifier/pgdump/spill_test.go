@@ -78,6 +78,18 @@ func TestSpill(t *testing.T) {
 		})
 	}
 
+	t.Run("spill_max 0", func(t *testing.T) {
+		pgdump.SetSpillMax(0)
+		defer pgdump.SetSpillMax(pgdump.DefaultSpillMax)
+		got, err := read(orig, pgdump.Options{Workers: 2, SpillDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.SpilledBytes != 0 || got.BytesInflated != want.BytesInflated {
+			t.Errorf("spilled %d bytes, inflated %d (want 0 and %d)", got.SpilledBytes, got.BytesInflated, want.BytesInflated)
+		}
+	})
+
 	t.Run("unusable spill folder", func(t *testing.T) {
 		got, err := read(orig, pgdump.Options{Workers: 2, SpillDir: filepath.Join(t.TempDir(), "missing")})
 		if err != nil {
