@@ -106,6 +106,7 @@ type seg struct {
 	buf []byte
 	off int64
 	n   int
+	sum uint32 // crc32c of a spilled segment
 }
 
 // job is one compressed stream: its segments, queued by the archive's
@@ -337,7 +338,7 @@ func (a *archive) send(j *job) bool {
 	case p.tokens <- struct{}{}:
 		inMemory()
 	case spillTokens <- struct{}{}:
-		off, err := p.spill.write(a.stage)
+		off, sum, err := p.spill.write(a.stage)
 		if err != nil {
 			// Out of disk, say: carry on in memory only.
 			<-spillTokens
@@ -349,7 +350,7 @@ func (a *archive) send(j *job) bool {
 			}
 			return true
 		}
-		j.push(seg{off: off, n: len(a.stage)})
+		j.push(seg{off: off, n: len(a.stage), sum: sum})
 		a.stage = a.stage[:0]
 	case <-p.ctx.Done():
 		return false
@@ -392,7 +393,7 @@ func (s *segReader) Read(b []byte) (int, error) {
 			*s.buf = make([]byte, segSize)
 		}
 		s.data = (*s.buf)[:sg.n]
-		if err := s.p.spill.read(s.data, sg.off); err != nil {
+		if err := s.p.spill.read(s.data, sg.off, sg.sum); err != nil {
 			s.local = err
 			s.aborted = true
 			return 0, errAborted

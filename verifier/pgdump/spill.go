@@ -3,6 +3,7 @@ package pgdump
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -45,10 +46,11 @@ type spill struct {
 
 	mu     sync.Mutex
 	f      *os.File
-	end    int64 // where the next segment goes
-	live   int   // segments written and not yet freed
-	broken bool  // the file could not be made or written: spill no more
-	bytes  int64 // written in all
+	end    int64   // the end of the slots used so far
+	holes  []int64 // slots freed below end, used again first
+	live   int     // segments written and not yet freed
+	broken bool    // the file could not be made or written: spill no more
+	bytes  int64   // written in all
 }
 
 // newSpill returns nil when dir is "" (no spilling). limit 0 takes slots
@@ -76,17 +78,18 @@ func (s *spill) usable() bool {
 	return !s.broken
 }
 
-// write stores b in the file and returns its offset. Only the archive's
-// goroutine writes; each segment takes a whole segSize slot, so a slot is
-// freed whole.
-func (s *spill) write(b []byte) (int64, error) {
+// write stores b in the file and returns its offset and checksum. Only the
+// archive's goroutine writes; each segment takes a whole segSize slot, a
+// freed one first, so the file never outgrows the slots taken at once, even
+// where holes cannot be punched.
+func (s *spill) write(b []byte) (int64, uint32, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
 		f, err := os.CreateTemp(s.dir, ".archive-spill-*")
 		if err != nil {
 			s.broken = true
-			return 0, err
+			return 0, 0, err
 		}
 		_ = os.Remove(f.Name())
 		s.f = f
@@ -94,27 +97,40 @@ func (s *spill) write(b []byte) (int64, error) {
 	if s.live == 0 && s.end > 0 {
 		// Everything written was read: start again from the beginning.
 		if err := s.f.Truncate(0); err == nil {
-			s.end = 0
+			s.end, s.holes = 0, s.holes[:0]
 		}
 	}
 	off := s.end
+	if n := len(s.holes); n > 0 {
+		off = s.holes[n-1]
+	}
 	if _, err := s.f.WriteAt(b, off); err != nil {
 		s.broken = true
-		return 0, err
+		return 0, 0, err
 	}
-	s.end += segSize
+	if n := len(s.holes); n > 0 {
+		s.holes = s.holes[:n-1]
+	} else {
+		s.end += segSize
+	}
 	s.live++
 	s.bytes += int64(len(b))
-	return off, nil
+	return off, crc32.Checksum(b, castagnoli), nil
 }
 
-// read fills b from the slot at off.
-func (s *spill) read(b []byte, off int64) error {
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// read fills b from the slot at off, whose checksum was sum: a disk that
+// returns other bytes is the spill file's fault, never the archive's.
+func (s *spill) read(b []byte, off int64, sum uint32) error {
 	s.mu.Lock()
 	f := s.f
 	s.mu.Unlock()
 	if _, err := f.ReadAt(b, off); err != nil {
 		return fmt.Errorf("%w: read back %d bytes at %d: %v", ErrSpill, len(b), off, err)
+	}
+	if crc32.Checksum(b, castagnoli) != sum {
+		return fmt.Errorf("%w: the %d bytes read back at %d are not those written", ErrSpill, len(b), off)
 	}
 	return nil
 }
@@ -123,6 +139,7 @@ func (s *spill) read(b []byte, off int64) error {
 func (s *spill) free(off int64) {
 	s.mu.Lock()
 	punchHole(s.f, off, segSize)
+	s.holes = append(s.holes, off)
 	s.live--
 	s.mu.Unlock()
 	<-s.tokens

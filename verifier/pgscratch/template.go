@@ -150,6 +150,17 @@ func (e *Embedded) saveTemplate(bins Bins, key, data string) (err error) {
 	if err := os.Mkdir(filepath.Join(tmp, "data"), 0o700); err != nil {
 		return err
 	}
+	// As root, data is the cluster user's, just made by its initdb: its
+	// cluster folder is closed to that user while the copy is taken.
+	if os.Geteuid() == 0 {
+		parent := filepath.Dir(data)
+		if fi, err := os.Lstat(parent); err == nil && fi.IsDir() {
+			if err := os.Chmod(parent, 0o700); err != nil {
+				return err
+			}
+			defer os.Chmod(parent, fi.Mode().Perm())
+		}
+	}
 	if err := copyTree(data, filepath.Join(tmp, "data"), nil); err != nil {
 		return err
 	}
@@ -263,7 +274,9 @@ func copyDir(root *os.Root, rel, dst string, owner *syscall.Credential) error {
 }
 
 func copyFile(root *os.Root, name, rel, dst string, owner *syscall.Credential) error {
-	in, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	// O_NONBLOCK: a FIFO swapped in after the folder was listed must not
+	// block the open (and the drill, and the template's lock) for ever.
+	in, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
@@ -274,6 +287,11 @@ func copyFile(root *os.Root, name, rel, dst string, owner *syscall.Credential) e
 	}
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("template %s: not a regular file", rel)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Nlink != 1 {
+		// initdb makes no hard links: one would carry another file's
+		// contents into every cluster.
+		return fmt.Errorf("template %s: a file with other links", rel)
 	}
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
