@@ -189,14 +189,11 @@ func (e *Embedded) PrepareSpare(ctx context.Context) error {
 		return err
 	}
 	// The template's lock keeps a rebuild from removing it under the copy.
-	lock, err := e.lockTemplates()
-	if errors.Is(err, errTemplateBusy) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
+	return e.unlessBuilding(func() error { return e.copySpare(tpl, stamp) })
+}
+
+// copySpare makes the spare: a copy of tpl, its key file (stamp) last.
+func (e *Embedded) copySpare(tpl, stamp string) error {
 	dir := e.spareDir()
 	if err := os.RemoveAll(dir); err != nil {
 		return err

@@ -193,6 +193,12 @@ func (e *Embedded) sweepTemplates() error {
 	if _, err := os.Lstat(e.TemplateDir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	return e.unlessBuilding(func() error { return e.cleanTemplates(false) })
+}
+
+// unlessBuilding runs fn under the template's lock, or does nothing while
+// a template is being built.
+func (e *Embedded) unlessBuilding(fn func() error) error {
 	lock, err := e.lockTemplates()
 	if errors.Is(err, errTemplateBusy) {
 		return nil
@@ -201,7 +207,7 @@ func (e *Embedded) sweepTemplates() error {
 		return err
 	}
 	defer lock.Close()
-	return e.cleanTemplates(false)
+	return fn()
 }
 
 // copyTree copies the data folder src into the existing folder dst,
