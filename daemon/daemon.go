@@ -151,8 +151,8 @@ func (d *Daemon) Run(ctx context.Context, routes func(*http.ServeMux)) error {
 	}
 	// Run returns only once the spare cluster started below (and any a
 	// drill started) is made: a copy of at most a second or two.
-	waitSpares := sweep(ctx, d.cfg, d.log, d.opt.Now)
-	defer waitSpares()
+	sweep(ctx, d.cfg, d.log, d.opt.Now)
+	defer pgscratch.WaitSpares()
 	d.mu.Lock()
 	d.sched = scheduler.New(d.cfg.Drills.MaxConcurrent, d.log)
 	d.gate = verifier.NewGate(d.cfg.Verify.MaxConcurrent)

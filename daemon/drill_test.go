@@ -19,6 +19,7 @@ import (
 	"github.com/backupverify/backupverify/internal/testenv"
 	"github.com/backupverify/backupverify/report"
 	"github.com/backupverify/backupverify/verifier"
+	"github.com/backupverify/backupverify/verifier/pgscratch"
 	"github.com/backupverify/backupverify/web"
 )
 
@@ -45,11 +46,11 @@ func drillers(t *testing.T, yaml string) (*config.Config, map[string]*verifier.D
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	ds, wait, err := NewDrillers(context.Background(), c, "", testLog(t), time.Now)
+	ds, err := NewDrillers(context.Background(), c, "", testLog(t), time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(wait)
+	t.Cleanup(pgscratch.WaitSpares)
 	out := map[string]*verifier.Driller{}
 	for i, d := range ds {
 		out[c.Targets[i].Name] = d

@@ -24,10 +24,9 @@ import (
 // state_dir, and only those carrying it are removed: other daemons sharing
 // a scratch_dir or a scratch server keep theirs. If a target drills in an
 // embedded cluster, it then starts making the spare cluster of the first
-// drill in the background (pgscratch.Embedded.PrepareSpare); the func it
-// returns waits for that.
-func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) (wait func()) {
-	wait = func() {}
+// drill in the background (pgscratch.Embedded.PrepareSpare; see
+// pgscratch.WaitSpares).
+func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) {
 	if err := os.RemoveAll(verifier.TempDir(c.StateDir)); err != nil {
 		log.Warn("remove leftover drill files", "err", err)
 	}
@@ -55,7 +54,6 @@ func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() t
 	}
 	if embedded {
 		emb.PrepareSpareLater()
-		wait = emb.Wait
 	}
 	for dsn := range dsns {
 		srv := serverScratch(dsn, bins, instance, log, now)
@@ -65,7 +63,6 @@ func sweep(ctx context.Context, c *config.Config, log *slog.Logger, now func() t
 		}
 		cancel()
 	}
-	return wait
 }
 
 // instanceFile, in state_dir, holds the daemon's instance id.

@@ -72,28 +72,19 @@ func NewWatchers(ctx context.Context, c *config.Config, only string, log *slog.L
 	return out, nil
 }
 
-// NewDrillers builds a driller per target of c (or only the one named),
-// and wait, which waits for what their drills left running in the
-// background (the spare cluster of the next drill, see
-// pgscratch.Embedded.PrepareSpare): call it before the process exits.
-func NewDrillers(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) (_ []*verifier.Driller, wait func(), err error) {
+// NewDrillers builds a driller per target of c (or only the one named).
+// Their embedded drills leave the next drill's spare cluster being made in
+// the background: call pgscratch.WaitSpares before the process exits.
+func NewDrillers(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*verifier.Driller, error) {
 	parts, err := newTargets(ctx, c, only, log, now)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	out := make([]*verifier.Driller, len(parts))
-	var waits []func()
 	for i, p := range parts {
 		out[i] = p.d
-		if p.wait != nil {
-			waits = append(waits, p.wait)
-		}
 	}
-	return out, func() {
-		for _, w := range waits {
-			w()
-		}
-	}, nil
+	return out, nil
 }
 
 func newTargets(ctx context.Context, c *config.Config, only string, log *slog.Logger, now func() time.Time) ([]*targetParts, error) {
@@ -126,9 +117,8 @@ func newTargets(ctx context.Context, c *config.Config, only string, log *slog.Lo
 
 // targetParts are the loops of one target.
 type targetParts struct {
-	w    *verifier.Watcher
-	d    *verifier.Driller
-	wait func() // background work of the scratch (nil: none)
+	w *verifier.Watcher
+	d *verifier.Driller
 }
 
 // shared is what every target of a daemon uses alike: the PostgreSQL
@@ -156,13 +146,8 @@ func newTarget(ctx context.Context, c *config.Config, t config.Target, sh *share
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
-	sc := newScratch(c, t, bins, instance, log, now)
-	d := verifier.NewDriller(vt, src, ar, sc, newChecker(vt), c.StateDir, log, now)
-	p := &targetParts{w: w, d: d}
-	if e, ok := sc.(*pgscratch.Embedded); ok {
-		p.wait = e.Wait
-	}
-	return p, nil
+	d := verifier.NewDriller(vt, src, ar, newScratch(c, t, bins, instance, log, now), newChecker(vt), c.StateDir, log, now)
+	return &targetParts{w: w, d: d}, nil
 }
 
 func newScratch(c *config.Config, t config.Target, bins pgscratch.Bins, instance string, log *slog.Logger, now func() time.Time) verifier.Scratch {

@@ -27,6 +27,7 @@ import (
 	"github.com/backupverify/backupverify/metrics"
 	"github.com/backupverify/backupverify/report"
 	"github.com/backupverify/backupverify/verifier"
+	"github.com/backupverify/backupverify/verifier/pgscratch"
 	"github.com/backupverify/backupverify/web"
 )
 
@@ -329,7 +330,7 @@ func drillNow(ctx context.Context, path, target, format string, stdout io.Writer
 		return err
 	}
 	defer release()
-	ds, wait, err := daemon.NewDrillers(ctx, c, target, log, time.Now)
+	ds, err := daemon.NewDrillers(ctx, c, target, log, time.Now)
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "no target named") {
 			return usageError{err}
@@ -339,7 +340,7 @@ func drillNow(ctx context.Context, path, target, format string, stdout io.Writer
 	// The spare cluster a drill starts making for the next one (a copy
 	// of the template, see pgscratch.Embedded.PrepareSpare) is finished
 	// before the process exits, so the next run renames it into place.
-	defer wait()
+	defer pgscratch.WaitSpares()
 	store, err := daemon.NewReportStore(ctx, c, log, time.Now)
 	if err != nil {
 		return err

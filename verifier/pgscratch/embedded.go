@@ -198,7 +198,7 @@ func (e *Embedded) createEarly(ctx context.Context, target string, retry bool) (
 	db := &scratchDB{name: name, bins: bins, cluster: c, role: restoreRole,
 		restoreConn: c.DSN(name, restoreRole), adminConn: c.DSN("postgres", "")}
 	if e.TemplateDir != "" {
-		db.closed = e.prepareSpareLater
+		db.closed = e.PrepareSpareLater
 	}
 	if err := c.Start(ctx); err != nil {
 		_ = c.Remove(context.WithoutCancel(ctx))

@@ -211,8 +211,10 @@ func (e *Embedded) copySpare(tpl, stamp string) error {
 	return os.WriteFile(filepath.Join(dir, spareKeyFile), []byte(stamp), 0o600)
 }
 
-// prepareSpareLater starts PrepareSpare in the background (see Wait).
-func (e *Embedded) prepareSpareLater() {
+// PrepareSpareLater starts PrepareSpare in the background: after a drill's
+// cluster is closed, and after the daemon's start-up sweep. WaitSpares
+// waits for it.
+func (e *Embedded) PrepareSpareLater() {
 	spareWG.Add(1)
 	go func() {
 		defer spareWG.Done()
@@ -225,14 +227,13 @@ func (e *Embedded) prepareSpareLater() {
 	}()
 }
 
-// PrepareSpareLater starts PrepareSpare in the background: the daemon
-// does, after its start-up sweep. Wait waits for it.
-func (e *Embedded) PrepareSpareLater() { e.prepareSpareLater() }
+// WaitSpares waits until the spares started in the background (by any
+// Embedded of the process) are made, so that a `backupverify drill` leaves
+// one for the next run and a daemon stops with none half made.
+func WaitSpares() { spareWG.Wait() }
 
-// Wait waits until the spares started in the background (by any Embedded
-// of the process) are made, so that a `backupverify drill` leaves one for
-// the next run and a daemon stops with none half made.
-func (e *Embedded) Wait() { spareWG.Wait() }
+// Wait is WaitSpares.
+func (e *Embedded) Wait() { WaitSpares() }
 
 // takeSpare claims the spare if it is complete and of stamp: its key file is
 // removed first (what is left is incomplete, and the sweep or the next
