@@ -175,7 +175,9 @@ func plan() []fault {
 			// latest/-style overwrite in place: the dump is replaced by a new
 			// one, and its manifest follows two polls later. A new ETag is a
 			// new backup; a manifest older than its dump, within grace, is a
-			// backup still being written, not a mismatch.
+			// backup still being written, not a mismatch. S3 lists whole
+			// seconds: the new dump is listed in the old manifest's second,
+			// as when both land within one.
 			name: "newest object replaced in place, manifest updated after it",
 			inject: func(e *env) []string {
 				e.locked = true
@@ -183,6 +185,14 @@ func plan() []fault {
 				before := e.verifiedTotal()
 				body := e.dump("crm")
 				e.put(prefix+name+"/backup.dump", body)
+				dir := filepath.Join(e.s3.Dir, bucket, prefix+name)
+				fi, err := os.Stat(filepath.Join(dir, "CHECKSUM"))
+				if err != nil {
+					return []string{err.Error()}
+				}
+				if err := os.Chtimes(filepath.Join(dir, "backup.dump"), fi.ModTime(), fi.ModTime()); err != nil {
+					return []string{err.Error()}
+				}
 				e.sleep(2 * pollEvery)
 				e.put(prefix+name+"/CHECKSUM", []byte(sha256hex(body)+"  backup.dump\n"))
 				e.lastBackup = time.Now()

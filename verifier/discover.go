@@ -22,6 +22,9 @@ type Backup struct {
 	ChecksumKey string
 	// ChecksumModified is the LastModified of the manifest or sidecar.
 	ChecksumModified time.Time
+	// ChecksumETag is the ETag of the manifest or sidecar: it changes
+	// whenever that file is rewritten, also within the same second.
+	ChecksumETag string
 }
 
 // ID identifies one version of a backup: a new ETag on the same key (a
@@ -61,9 +64,9 @@ func Discover(objs []Object, t *Target, match *regexp.Regexp) []Backup {
 		b.ChecksumKind = mode
 		switch {
 		case mode == ChecksumManifest && hasManifest:
-			b.ChecksumKey, b.ChecksumModified = m.Key, m.LastModified
+			b.ChecksumKey, b.ChecksumModified, b.ChecksumETag = m.Key, m.LastModified, m.ETag
 		case mode == ChecksumSidecar && hasSidecar:
-			b.ChecksumKey, b.ChecksumModified = s.Key, s.LastModified
+			b.ChecksumKey, b.ChecksumModified, b.ChecksumETag = s.Key, s.LastModified, s.ETag
 		}
 		out = append(out, b)
 	}

@@ -576,7 +576,7 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 		}
 		// The watcher's rule, so that a drill never fails a backup the
 		// watch loop is still waiting for: drill the one before it.
-		if !r.OK && i+1 < len(backups) && stillBeingWritten(nb, r, d.target.BackupGrace, d.now()) {
+		if !r.OK && i+1 < len(backups) && stillBeingWritten(nb, r, false, d.target.BackupGrace, d.now()) {
 			d.log.Info("skipping a backup still being written", "key", nb.Key, "reason", r.Reason)
 			_ = os.Remove(path)
 			continue

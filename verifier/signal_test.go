@@ -424,3 +424,77 @@ func TestWatchStateSurvivesRestartsExactly(t *testing.T) {
 		t.Errorf("last successful listing after a restart = %v, want %v", got, listed)
 	}
 }
+
+// TestReplacedInPlaceWaitsForItsManifest: S3 lists times to the second, so
+// a dump replaced in place in the same second as its old manifest was
+// written looks no newer than that manifest. The manifest that verified
+// the old version still being listed says the new one is being written:
+// no verdict within backup_grace, and the new manifest verifies it.
+// A manifest corrected after a mismatch verdict is judged again.
+func TestReplacedInPlaceWaitsForItsManifest(t *testing.T) {
+	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
+	clock := t0.Add(10 * time.Second)
+	now := func() time.Time { return clock }
+	mem := newMem()
+	manifest := func(body []byte, mod time.Time) { mem.put("CHECKSUM", []byte(hexsum(body)+"  a.sql\n"), mod) }
+	v1 := sqlDumpAt(t0)
+	mem.put("a.sql", v1, t0)
+	manifest(v1, t0)
+	tg := sqlTarget()
+	tg.Checksum = ChecksumAuto
+	w, err := NewWatcher(tg, mem, noArchive{t}, nil, t.TempDir(), discard(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Scan(context.Background())
+	if st := w.Status(); st.LastResult == nil || !st.LastResult.OK {
+		t.Fatalf("a.sql: want verified, got %+v", st.LastResult)
+	}
+	verdicts := func() (ok uint64, mismatch uint64) {
+		st := w.Status()
+		return st.VerifiedTotal, st.Failures[ReasonMismatch]
+	}
+
+	// Replaced in the same second as the manifest; the manifest follows.
+	v2 := sqlDumpAt(t0.Add(time.Minute))
+	mem.put("a.sql", v2, t0)
+	for range 2 {
+		clock = clock.Add(10 * time.Second)
+		w.Scan(context.Background())
+	}
+	if ok, bad := verdicts(); ok != 1 || bad != 0 {
+		t.Fatalf("new a.sql with the old manifest, within grace: %d verified, %d mismatches; want no verdict yet", ok, bad)
+	}
+	if st := w.Status(); st.LastResult == nil || !st.LastResult.OK || st.LastResult.ETag == "" {
+		t.Fatalf("the verdict while a.sql is rewritten is %+v, want the old version's pass", st.LastResult)
+	}
+	manifest(v2, t0.Add(30*time.Second))
+	w.Scan(context.Background())
+	if ok, bad := verdicts(); ok != 2 || bad != 0 {
+		t.Fatalf("new manifest: %d verified, %d mismatches; want the new a.sql verified", ok, bad)
+	}
+
+	// A dump that disagrees with a manifest written after it is a
+	// mismatch at once; a corrected manifest is a new verdict.
+	clock = clock.Add(time.Hour)
+	v3 := sqlDumpAt(t0.Add(2 * time.Minute))
+	mem.put("a.sql", v3, clock)
+	manifest(v1, clock.Add(time.Second))
+	w.Scan(context.Background())
+	if ok, bad := verdicts(); ok != 2 || bad != 1 {
+		t.Fatalf("a.sql against a wrong manifest written after it: %d verified, %d mismatches; want a mismatch", ok, bad)
+	}
+	clock = clock.Add(time.Hour) // past grace: only the manifest's change counts
+	w.Scan(context.Background())
+	if ok, bad := verdicts(); ok != 2 || bad != 1 {
+		t.Fatalf("nothing changed: %d verified, %d mismatches; want the verdict kept without a new read", ok, bad)
+	}
+	manifest(v3, clock)
+	w.Scan(context.Background())
+	if ok, bad := verdicts(); ok != 3 || bad != 1 {
+		t.Fatalf("manifest corrected: %d verified, %d mismatches; want a.sql verified again", ok, bad)
+	}
+	if st := w.Status(); st.LastResult == nil || !st.LastResult.OK {
+		t.Fatalf("after the manifest was corrected the verdict is %+v, want a pass", st.LastResult)
+	}
+}

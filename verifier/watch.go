@@ -37,6 +37,9 @@ type Record struct {
 	Created      time.Time `json:"created"`
 	Status       string    `json:"status"`
 	Reason       Reason    `json:"reason,omitempty"`
+	// Checksum is the ETag of the manifest or sidecar the verdict was
+	// reached with; "" when there was none (or checksum: s3 or none).
+	Checksum string `json:"checksum,omitempty"`
 }
 
 // watchState is persisted per target so that a restart neither re-verifies
@@ -115,6 +118,11 @@ type Watcher struct {
 	// retry holds the backups whose download failed, by Backup.ID: a
 	// download error is no verdict, so they are read again after a backoff.
 	retry map[string]*retryState
+	// replaced holds, by key, the ETag of the checksum file that verified
+	// an object since replaced in place, until its new version has a
+	// verdict: that file still being listed means it predates the new
+	// version, even when both carry the same second.
+	replaced map[string]string
 	// present and oldest describe the last listing: how many backups exist,
 	// and the oldest one's time.
 	present int
@@ -185,6 +193,7 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, gate Gate, stateDir stri
 		spillDir: TempDir(stateDir),
 		failures: map[Reason]uint64{},
 		retry:    map[string]*retryState{},
+		replaced: map[string]string{},
 	}
 	for _, r := range Reasons {
 		w.failures[r] = 0
@@ -208,7 +217,7 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, gate Gate, stateDir stri
 func (w *Watcher) Continue(old *Watcher) error {
 	old.mu.Lock()
 	verified, scanErrs, scanErr := old.verified, old.scanErrs, old.scanErr
-	retry, present, oldest := old.retry, old.present, old.oldest // old's loop has stopped: w takes them over
+	retry, replaced, present, oldest := old.retry, old.replaced, old.present, old.oldest // old's loop has stopped: w takes them over
 	failures := make(map[Reason]uint64, len(old.failures))
 	for k, v := range old.failures {
 		failures[k] = v
@@ -220,7 +229,7 @@ func (w *Watcher) Continue(old *Watcher) error {
 		return err
 	}
 	w.verified, w.scanErrs, w.scanErr, w.failures = verified, scanErrs, scanErr, failures
-	w.retry, w.present, w.oldest = retry, present, oldest
+	w.retry, w.replaced, w.present, w.oldest = retry, replaced, present, oldest
 	return nil
 }
 
@@ -352,8 +361,12 @@ func (w *Watcher) Scan(ctx context.Context) {
 	var todo []Backup
 	for i, b := range backups {
 		live[b.ID()], liveKey[b.Key] = true, true
-		if _, seen := w.st.Catalogue[b.ID()]; seen {
-			continue
+		if rec, seen := w.st.Catalogue[b.ID()]; seen {
+			if !sumChanged(rec, b) {
+				continue
+			}
+			w.log.Info("the checksum file changed since the backup failed; verifying it again",
+				"key", b.Key, "checksum_file", b.ChecksumKey, "reason", rec.Reason)
 		}
 		if rs := w.retry[b.ID()]; rs != nil && w.scanOK.Before(rs.next) {
 			continue // its last download failed: wait out the backoff
@@ -366,10 +379,18 @@ func (w *Watcher) Scan(ctx context.Context) {
 		todo = append(todo, b)
 	}
 	changed := len(todo) > 0 || cold && len(backups) > 0 || stale
-	for id := range w.st.Catalogue {
+	for id, rec := range w.st.Catalogue {
 		if !live[id] {
+			if liveKey[rec.Key] && rec.Status == StatusVerified && rec.Checksum != "" {
+				w.replaced[rec.Key] = rec.Checksum
+			}
 			delete(w.st.Catalogue, id)
 			changed = true
+		}
+	}
+	for key := range w.replaced {
+		if !liveKey[key] {
+			delete(w.replaced, key)
 		}
 	}
 	for id := range w.retry {
@@ -451,23 +472,35 @@ func (w *Watcher) newestRecorded(keep func(*Record) bool) *Result {
 		Created: best.Created, OK: best.Status == StatusVerified, Reason: best.Reason}
 }
 
+// sumChanged says whether a backup that failed for its checksum has a
+// checksum file other than the one it was judged with (a manifest written
+// late, or corrected): the verdict is then out of date.
+func sumChanged(rec *Record, b Backup) bool {
+	return rec.Status == StatusFailed && (rec.Reason == ReasonMismatch || rec.Reason == ReasonMissingChecksum) &&
+		b.ChecksumKey != "" && b.ChecksumETag != rec.Checksum
+}
+
 // pending says whether a failure may only mean the backup is still being
-// written (stillBeingWritten); such a backup is tried again next scan.
+// written (stillBeingWritten); such a backup is tried again next scan. A
+// checksum file that verified the object this one replaced in place
+// predates it, whatever the listed times say.
 func (w *Watcher) pending(b Backup, r Result) bool {
-	return stillBeingWritten(b, r, w.target.BackupGrace, w.now())
+	old := b.ChecksumETag != "" && w.replaced[b.Key] == b.ChecksumETag
+	return stillBeingWritten(b, r, old, w.target.BackupGrace, w.now())
 }
 
 // stillBeingWritten says whether a failed verification may only mean the
 // backup is still being written: its checksum file is missing or older than
-// the dump, and the dump is younger than backup_grace. The watch loop waits
-// for such a backup; a drill restores the one before it.
-func stillBeingWritten(b Backup, r Result, grace time.Duration, now time.Time) bool {
+// the dump (oldSum: known to be older), and the dump is younger than
+// backup_grace. The watch loop waits for such a backup; a drill restores
+// the one before it.
+func stillBeingWritten(b Backup, r Result, oldSum bool, grace time.Duration, now time.Time) bool {
 	young := now.Sub(b.LastModified) < grace
 	switch r.Reason {
 	case ReasonMissingChecksum:
 		return young
 	case ReasonMismatch:
-		return young && b.ChecksumKey != "" && b.ChecksumModified.Before(b.LastModified)
+		return young && b.ChecksumKey != "" && (oldSum || b.ChecksumModified.Before(b.LastModified))
 	}
 	return false
 }
@@ -506,7 +539,8 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 		return
 	}
 	delete(w.retry, b.ID())
-	rec := &Record{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Created: r.Created}
+	delete(w.replaced, b.Key)
+	rec := &Record{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Created: r.Created, Checksum: b.ChecksumETag}
 	if r.OK {
 		rec.Status = StatusVerified
 		w.verified++
