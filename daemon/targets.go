@@ -147,6 +147,7 @@ func newTarget(ctx context.Context, c *config.Config, t config.Target, sh *share
 		return nil, fmt.Errorf("target %s: %w", t.Name, err)
 	}
 	d := verifier.NewDriller(vt, src, ar, newScratch(c, t, bins, instance, log, now), newChecker(vt), c.StateDir, log, now)
+	d.ChecksumPredates = w.ChecksumPredates
 	return &targetParts{w: w, d: d}, nil
 }
 

@@ -181,6 +181,10 @@ type Driller struct {
 	// OnSaveError, if set, is called each time the state file cannot be
 	// written (the daemon counts them).
 	OnSaveError func()
+	// ChecksumPredates, if set, is the watch loop's knowledge that a
+	// backup's checksum file verified the object it replaced in place
+	// (Watcher.ChecksumPredates).
+	ChecksumPredates func(Backup) bool
 
 	*drillMem
 }
@@ -576,7 +580,7 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 		}
 		// The watcher's rule, so that a drill never fails a backup the
 		// watch loop is still waiting for: drill the one before it.
-		if !r.OK && i+1 < len(backups) && stillBeingWritten(nb, r, false, d.target.BackupGrace, d.now()) {
+		if !r.OK && i+1 < len(backups) && stillBeingWritten(nb, r, d.ChecksumPredates != nil && d.ChecksumPredates(nb), d.target.BackupGrace, d.now()) {
 			d.log.Info("skipping a backup still being written", "key", nb.Key, "reason", r.Reason)
 			_ = os.Remove(path)
 			continue

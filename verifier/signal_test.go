@@ -429,72 +429,127 @@ func TestWatchStateSurvivesRestartsExactly(t *testing.T) {
 // a dump replaced in place in the same second as its old manifest was
 // written looks no newer than that manifest. The manifest that verified
 // the old version still being listed says the new one is being written:
-// no verdict within backup_grace, and the new manifest verifies it.
-// A manifest corrected after a mismatch verdict is judged again.
+// no verdict within backup_grace, also after a restart and in a drill, and
+// the new manifest verifies it.
 func TestReplacedInPlaceWaitsForItsManifest(t *testing.T) {
 	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
 	clock := t0.Add(10 * time.Second)
 	now := func() time.Time { return clock }
 	mem := newMem()
-	manifest := func(body []byte, mod time.Time) { mem.put("CHECKSUM", []byte(hexsum(body)+"  a.sql\n"), mod) }
+	manifest := func(mod time.Time, dumps ...string) {
+		var m strings.Builder
+		for _, k := range dumps {
+			m.WriteString(hexsum(mem.objs[k]) + "  " + k + "\n")
+		}
+		mem.put("CHECKSUM", []byte(m.String()), mod)
+	}
+	old := t0.Add(-time.Hour)
+	mem.put("a.sql", sqlDumpAt(old), old)
 	v1 := sqlDumpAt(t0)
-	mem.put("a.sql", v1, t0)
-	manifest(v1, t0)
+	mem.put("b.sql", v1, t0)
+	manifest(t0, "a.sql", "b.sql")
+	tg := sqlTarget()
+	tg.Checksum = ChecksumAuto
+	dir := t.TempDir()
+	watcher := func() *Watcher {
+		w, err := NewWatcher(tg, mem, noArchive{t}, nil, dir, discard(), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	w := watcher()
+	w.Scan(context.Background())
+	if st := w.Status(); st.LastResult == nil || !st.LastResult.OK || st.VerifiedTotal != 2 {
+		t.Fatalf("a.sql, b.sql: want both verified, got %d, last %+v", st.VerifiedTotal, st.LastResult)
+	}
+
+	// b.sql replaced in the same second as the manifest; the manifest
+	// follows. A restart and a drill fall within the wait.
+	mem.put("b.sql", sqlDumpAt(t0.Add(time.Minute)), t0)
+	for _, restart := range []bool{false, true} {
+		if restart {
+			w = watcher()
+		}
+		clock = clock.Add(10 * time.Second)
+		w.Scan(context.Background())
+		st := w.Status()
+		if st.Failures[ReasonMismatch] != 0 {
+			t.Fatalf("new b.sql with the old manifest, within grace (restarted: %v): a mismatch; want no verdict yet", restart)
+		}
+		if st.LastResult == nil || !st.LastResult.OK || st.LastResult.Key != "b.sql" {
+			t.Fatalf("the verdict while b.sql is rewritten (restarted: %v) is %+v, want the old version's pass", restart, st.LastResult)
+		}
+	}
+	tg.Drill = DrillSpec{Timeout: time.Minute, Jobs: 1}
+	d := NewDriller(tg, mem, noArchive{t}, &fakeScratch{}, &fakeChecker{ok: true}, dir, discard(), now)
+	d.ChecksumPredates = w.ChecksumPredates
+	if r := d.Run(context.Background(), TriggerSchedule); !r.OK || r.Backup.Key != "a.sql" {
+		t.Fatalf("a drill while b.sql is rewritten: ok=%v on %q (%s); want a.sql restored", r.OK, r.Backup.Key, r.Error)
+	}
+	manifest(t0.Add(30*time.Second), "a.sql", "b.sql")
+	w.Scan(context.Background())
+	if st := w.Status(); st.VerifiedTotal != 1 || st.Failures[ReasonMismatch] != 0 || !st.LastResult.OK {
+		t.Fatalf("new manifest: %d verified since the restart, %d mismatches; want the new b.sql verified", st.VerifiedTotal, st.Failures[ReasonMismatch])
+	}
+}
+
+// TestChecksumVerdictFollowsItsFile: a backup failed for its checksum is
+// read again when its checksum file gives another sum for it (corrected or
+// written late), and only then: a shared manifest rewritten for other
+// backups costs a small read, not a download and another failure.
+func TestChecksumVerdictFollowsItsFile(t *testing.T) {
+	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
+	clock := t0.Add(2 * time.Hour) // past grace: verdicts at once
+	now := func() time.Time { return clock }
+	mem := newMem()
+	sums := map[string]string{}
+	manifest := func() {
+		var m strings.Builder
+		for _, k := range []string{"a.sql", "b.sql", "c.sql"} {
+			if sums[k] != "" {
+				m.WriteString(sums[k] + "  " + k + "\n")
+			}
+		}
+		mem.put("CHECKSUM", []byte(m.String()), clock)
+	}
+	a := sqlDumpAt(t0)
+	mem.put("a.sql", a, t0)
+	sums["a.sql"] = hexsum([]byte("another file"))
+	manifest()
 	tg := sqlTarget()
 	tg.Checksum = ChecksumAuto
 	w, err := NewWatcher(tg, mem, noArchive{t}, nil, t.TempDir(), discard(), now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Scan(context.Background())
-	if st := w.Status(); st.LastResult == nil || !st.LastResult.OK {
-		t.Fatalf("a.sql: want verified, got %+v", st.LastResult)
-	}
-	verdicts := func() (ok uint64, mismatch uint64) {
-		st := w.Status()
-		return st.VerifiedTotal, st.Failures[ReasonMismatch]
-	}
-
-	// Replaced in the same second as the manifest; the manifest follows.
-	v2 := sqlDumpAt(t0.Add(time.Minute))
-	mem.put("a.sql", v2, t0)
-	for range 2 {
-		clock = clock.Add(10 * time.Second)
+	scan := func(what string, verified, mismatches uint64, reads int) {
+		t.Helper()
+		clock = clock.Add(time.Minute)
+		opens := mem.opens
 		w.Scan(context.Background())
+		st := w.Status()
+		if st.VerifiedTotal != verified || st.Failures[ReasonMismatch] != mismatches || mem.opens-opens != reads {
+			t.Fatalf("%s: %d verified, %d mismatches, %d reads; want %d, %d, %d", what, st.VerifiedTotal,
+				st.Failures[ReasonMismatch], mem.opens-opens, verified, mismatches, reads)
+		}
 	}
-	if ok, bad := verdicts(); ok != 1 || bad != 0 {
-		t.Fatalf("new a.sql with the old manifest, within grace: %d verified, %d mismatches; want no verdict yet", ok, bad)
-	}
-	if st := w.Status(); st.LastResult == nil || !st.LastResult.OK || st.LastResult.ETag == "" {
-		t.Fatalf("the verdict while a.sql is rewritten is %+v, want the old version's pass", st.LastResult)
-	}
-	manifest(v2, t0.Add(30*time.Second))
-	w.Scan(context.Background())
-	if ok, bad := verdicts(); ok != 2 || bad != 0 {
-		t.Fatalf("new manifest: %d verified, %d mismatches; want the new a.sql verified", ok, bad)
-	}
-
-	// A dump that disagrees with a manifest written after it is a
-	// mismatch at once; a corrected manifest is a new verdict.
-	clock = clock.Add(time.Hour)
-	v3 := sqlDumpAt(t0.Add(2 * time.Minute))
-	mem.put("a.sql", v3, clock)
-	manifest(v1, clock.Add(time.Second))
-	w.Scan(context.Background())
-	if ok, bad := verdicts(); ok != 2 || bad != 1 {
-		t.Fatalf("a.sql against a wrong manifest written after it: %d verified, %d mismatches; want a mismatch", ok, bad)
-	}
-	clock = clock.Add(time.Hour) // past grace: only the manifest's change counts
-	w.Scan(context.Background())
-	if ok, bad := verdicts(); ok != 2 || bad != 1 {
-		t.Fatalf("nothing changed: %d verified, %d mismatches; want the verdict kept without a new read", ok, bad)
-	}
-	manifest(v3, clock)
-	w.Scan(context.Background())
-	if ok, bad := verdicts(); ok != 3 || bad != 1 {
-		t.Fatalf("manifest corrected: %d verified, %d mismatches; want a.sql verified again", ok, bad)
-	}
-	if st := w.Status(); st.LastResult == nil || !st.LastResult.OK {
-		t.Fatalf("after the manifest was corrected the verdict is %+v, want a pass", st.LastResult)
+	scan("a.sql against a wrong sum", 0, 1, 2)
+	scan("nothing changed", 0, 1, 0)
+	b := sqlDumpAt(t0.Add(time.Minute))
+	mem.put("b.sql", b, t0.Add(time.Minute))
+	sums["b.sql"] = hexsum(b)
+	manifest()
+	scan("the manifest rewritten for b.sql", 1, 1, 3) // b: manifest + dump; a: the manifest only
+	c := sqlDumpAt(t0.Add(2 * time.Minute))
+	mem.put("c.sql", c, t0.Add(2*time.Minute))
+	sums["c.sql"] = hexsum(c)
+	manifest()
+	scan("the manifest rewritten for c.sql", 2, 1, 3)
+	sums["a.sql"] = hexsum(a)
+	manifest()
+	scan("a.sql's sum corrected", 3, 1, 3) // b, c: the manifest; a: manifest + dump
+	if st := w.Status(); st.Catalogued != 3 {
+		t.Fatalf("catalogued %d, want 3", st.Catalogued)
 	}
 }

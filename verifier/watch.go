@@ -40,6 +40,9 @@ type Record struct {
 	// Checksum is the ETag of the manifest or sidecar the verdict was
 	// reached with; "" when there was none (or checksum: s3 or none).
 	Checksum string `json:"checksum,omitempty"`
+	// Expected is the sha256 that file gave for this backup ("" when it
+	// gave none).
+	Expected string `json:"expected_sha256,omitempty"`
 }
 
 // watchState is persisted per target so that a restart neither re-verifies
@@ -55,6 +58,11 @@ type watchState struct {
 	Since time.Time `json:"since"`
 	// ScanLastOK survives restarts so that "not listed for 15m" stays true.
 	ScanLastOK time.Time `json:"scan_last_ok,omitzero"`
+	// Replaced holds, by key, the ETag of the checksum file that verified
+	// an object since replaced in place, until its new version has a
+	// verdict: that file still being listed means it predates the new
+	// version, even when S3 lists both in the same second.
+	Replaced map[string]string `json:"replaced,omitempty"`
 }
 
 // Status is a snapshot of one target's watch loop, for metrics and pages.
@@ -118,11 +126,6 @@ type Watcher struct {
 	// retry holds the backups whose download failed, by Backup.ID: a
 	// download error is no verdict, so they are read again after a backoff.
 	retry map[string]*retryState
-	// replaced holds, by key, the ETag of the checksum file that verified
-	// an object since replaced in place, until its new version has a
-	// verdict: that file still being listed means it predates the new
-	// version, even when both carry the same second.
-	replaced map[string]string
 	// present and oldest describe the last listing: how many backups exist,
 	// and the oldest one's time.
 	present int
@@ -193,7 +196,6 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, gate Gate, stateDir stri
 		spillDir: TempDir(stateDir),
 		failures: map[Reason]uint64{},
 		retry:    map[string]*retryState{},
-		replaced: map[string]string{},
 	}
 	for _, r := range Reasons {
 		w.failures[r] = 0
@@ -217,7 +219,7 @@ func NewWatcher(t Target, src Source, ar ArchiveReader, gate Gate, stateDir stri
 func (w *Watcher) Continue(old *Watcher) error {
 	old.mu.Lock()
 	verified, scanErrs, scanErr := old.verified, old.scanErrs, old.scanErr
-	retry, replaced, present, oldest := old.retry, old.replaced, old.present, old.oldest // old's loop has stopped: w takes them over
+	retry, present, oldest := old.retry, old.present, old.oldest // old's loop has stopped: w takes them over
 	failures := make(map[Reason]uint64, len(old.failures))
 	for k, v := range old.failures {
 		failures[k] = v
@@ -229,7 +231,7 @@ func (w *Watcher) Continue(old *Watcher) error {
 		return err
 	}
 	w.verified, w.scanErrs, w.scanErr, w.failures = verified, scanErrs, scanErr, failures
-	w.retry, w.replaced, w.present, w.oldest = retry, replaced, present, oldest
+	w.retry, w.present, w.oldest = retry, present, oldest
 	return nil
 }
 
@@ -239,7 +241,7 @@ func (w *Watcher) Name() string { return w.target.Name }
 func (w *Watcher) load() error {
 	b, err := os.ReadFile(w.file)
 	if errors.Is(err, fs.ErrNotExist) {
-		w.st = watchState{Version: 1, Catalogue: map[string]*Record{}, Since: w.now()}
+		w.st = watchState{Version: 1, Catalogue: map[string]*Record{}, Replaced: map[string]string{}, Since: w.now()}
 		return nil
 	}
 	if err != nil {
@@ -250,11 +252,14 @@ func (w *Watcher) load() error {
 		// re-verifies the newest backup. Keep the broken file for a look.
 		w.log.Warn("state file unreadable; starting afresh", "file", w.file, "err", err)
 		_ = os.Rename(w.file, w.file+".broken")
-		w.st = watchState{Version: 1, Catalogue: map[string]*Record{}, Since: w.now()}
+		w.st = watchState{Version: 1, Catalogue: map[string]*Record{}, Replaced: map[string]string{}, Since: w.now()}
 		return nil
 	}
 	if w.st.Catalogue == nil {
 		w.st.Catalogue = map[string]*Record{}
+	}
+	if w.st.Replaced == nil {
+		w.st.Replaced = map[string]string{}
 	}
 	if w.st.Since.IsZero() { // a state file from before Since was kept
 		w.st.Since = w.now()
@@ -356,17 +361,22 @@ func (w *Watcher) Scan(ctx context.Context) {
 	stale := w.scanOK.Sub(w.st.ScanLastOK) > 10*time.Minute
 	w.st.ScanLastOK = w.scanOK
 	cold := len(w.st.Catalogue) == 0
+	changed := false
 	live := make(map[string]bool, len(backups))
 	liveKey := make(map[string]bool, len(backups))
-	var todo []Backup
+	var todo, recheck []Backup
 	for i, b := range backups {
 		live[b.ID()], liveKey[b.Key] = true, true
 		if rec, seen := w.st.Catalogue[b.ID()]; seen {
-			if !sumChanged(rec, b) {
-				continue
+			switch {
+			case sumChanged(rec, b):
+				recheck = append(recheck, b)
+			case rec.Status == StatusVerified && rec.Checksum == "" && b.ChecksumETag != "":
+				// Verified by a version that did not record the file.
+				rec.Checksum = b.ChecksumETag
+				changed = true
 			}
-			w.log.Info("the checksum file changed since the backup failed; verifying it again",
-				"key", b.Key, "checksum_file", b.ChecksumKey, "reason", rec.Reason)
+			continue
 		}
 		if rs := w.retry[b.ID()]; rs != nil && w.scanOK.Before(rs.next) {
 			continue // its last download failed: wait out the backoff
@@ -378,19 +388,20 @@ func (w *Watcher) Scan(ctx context.Context) {
 		}
 		todo = append(todo, b)
 	}
-	changed := len(todo) > 0 || cold && len(backups) > 0 || stale
+	changed = changed || len(todo) > 0 || cold && len(backups) > 0 || stale
 	for id, rec := range w.st.Catalogue {
 		if !live[id] {
 			if liveKey[rec.Key] && rec.Status == StatusVerified && rec.Checksum != "" {
-				w.replaced[rec.Key] = rec.Checksum
+				w.st.Replaced[rec.Key] = rec.Checksum
 			}
 			delete(w.st.Catalogue, id)
 			changed = true
 		}
 	}
-	for key := range w.replaced {
+	for key := range w.st.Replaced {
 		if !liveKey[key] {
-			delete(w.replaced, key)
+			delete(w.st.Replaced, key)
+			changed = true
 		}
 	}
 	for id := range w.retry {
@@ -433,6 +444,18 @@ func (w *Watcher) Scan(ctx context.Context) {
 	}
 	w.mu.Unlock()
 
+	for _, b := range recheck {
+		if ctx.Err() != nil {
+			return
+		}
+		if w.sumChangedFor(ctx, b) {
+			w.log.Info("the checksum file now says something else of a backup that failed; verifying it again",
+				"key", b.Key, "checksum_file", b.ChecksumKey)
+			todo = append(todo, b)
+		} else {
+			changed = true
+		}
+	}
 	for _, b := range todo {
 		if ctx.Err() != nil {
 			return
@@ -472,21 +495,56 @@ func (w *Watcher) newestRecorded(keep func(*Record) bool) *Result {
 		Created: best.Created, OK: best.Status == StatusVerified, Reason: best.Reason}
 }
 
-// sumChanged says whether a backup that failed for its checksum has a
-// checksum file other than the one it was judged with (a manifest written
-// late, or corrected): the verdict is then out of date.
+// sumChanged says whether a backup that failed for its checksum is listed
+// with a checksum file other than the one it was judged with (a manifest
+// written late, corrected, or rewritten for another backup of its folder).
 func sumChanged(rec *Record, b Backup) bool {
 	return rec.Status == StatusFailed && (rec.Reason == ReasonMismatch || rec.Reason == ReasonMissingChecksum) &&
 		b.ChecksumKey != "" && b.ChecksumETag != rec.Checksum
 }
 
+// sumChangedFor reads the changed checksum file of a failed backup (a
+// small read) and says whether it now gives another sum for it: only then
+// is the backup read again. Otherwise the record takes the file's new ETag,
+// so a manifest shared by a folder costs one small read per rewrite.
+func (w *Watcher) sumChangedFor(ctx context.Context, b Backup) bool {
+	sum, _, err := expectedChecksum(ctx, w.src, b)
+	missing := errors.Is(err, errMissingChecksum)
+	if err != nil && !missing {
+		w.log.Warn("read checksum file failed; will look again", "key", b.Key, "checksum_file", b.ChecksumKey, "err", err)
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	rec := w.st.Catalogue[b.ID()]
+	if rec == nil {
+		return false
+	}
+	same := missing && rec.Reason == ReasonMissingChecksum || !missing && rec.Checksum != "" && sum == rec.Expected
+	if same {
+		rec.Checksum = b.ChecksumETag
+	}
+	return !same
+}
+
 // pending says whether a failure may only mean the backup is still being
-// written (stillBeingWritten); such a backup is tried again next scan. A
-// checksum file that verified the object this one replaced in place
-// predates it, whatever the listed times say.
+// written (stillBeingWritten); such a backup is tried again next scan.
 func (w *Watcher) pending(b Backup, r Result) bool {
-	old := b.ChecksumETag != "" && w.replaced[b.Key] == b.ChecksumETag
-	return stillBeingWritten(b, r, old, w.target.BackupGrace, w.now())
+	return stillBeingWritten(b, r, w.predates(b), w.target.BackupGrace, w.now())
+}
+
+// ChecksumPredates says whether b's checksum file is the one that verified
+// the object b replaced in place, and so older than b whatever the listed
+// times say. The driller asks, so that a drill never fails a backup the
+// watch loop is still waiting for.
+func (w *Watcher) ChecksumPredates(b Backup) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.predates(b)
+}
+
+func (w *Watcher) predates(b Backup) bool {
+	return b.ChecksumETag != "" && w.st.Replaced[b.Key] == b.ChecksumETag
 }
 
 // stillBeingWritten says whether a failed verification may only mean the
@@ -539,8 +597,9 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 		return
 	}
 	delete(w.retry, b.ID())
-	delete(w.replaced, b.Key)
-	rec := &Record{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Created: r.Created, Checksum: b.ChecksumETag}
+	delete(w.st.Replaced, b.Key)
+	rec := &Record{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Created: r.Created,
+		Checksum: b.ChecksumETag, Expected: r.Expected}
 	if r.OK {
 		rec.Status = StatusVerified
 		w.verified++
