@@ -495,9 +495,10 @@ func TestReplacedInPlaceWaitsForItsManifest(t *testing.T) {
 }
 
 // TestChecksumVerdictFollowsItsFile: a backup failed for its checksum is
-// read again when its checksum file gives another sum for it (corrected or
-// written late), and only then: a shared manifest rewritten for other
-// backups costs a small read, not a download and another failure.
+// read again when its checksum file gives the sum its bytes had (corrected,
+// or written late), and only then: a shared manifest rewritten for other
+// backups, or flipped between wrong sums, costs a small read, never a
+// download and another failure; a read again that fails backs off.
 func TestChecksumVerdictFollowsItsFile(t *testing.T) {
 	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
 	clock := t0.Add(2 * time.Hour) // past grace: verdicts at once
@@ -506,7 +507,7 @@ func TestChecksumVerdictFollowsItsFile(t *testing.T) {
 	sums := map[string]string{}
 	manifest := func() {
 		var m strings.Builder
-		for _, k := range []string{"a.sql", "b.sql", "c.sql"} {
+		for _, k := range []string{"a.sql", "b.sql", "c.sql", "d.sql", "gone.sql"} {
 			if sums[k] != "" {
 				m.WriteString(sums[k] + "  " + k + "\n")
 			}
@@ -519,7 +520,8 @@ func TestChecksumVerdictFollowsItsFile(t *testing.T) {
 	manifest()
 	tg := sqlTarget()
 	tg.Checksum = ChecksumAuto
-	w, err := NewWatcher(tg, mem, noArchive{t}, nil, t.TempDir(), discard(), now)
+	src := &flakySource{memSource: mem, fail: map[string]int{}}
+	w, err := NewWatcher(tg, src, noArchive{t}, nil, t.TempDir(), discard(), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,6 +538,11 @@ func TestChecksumVerdictFollowsItsFile(t *testing.T) {
 	}
 	scan("a.sql against a wrong sum", 0, 1, 2)
 	scan("nothing changed", 0, 1, 0)
+	for i := range 3 {
+		sums["a.sql"] = hexsum([]byte{byte(i)})
+		manifest()
+		scan("a.sql's sum flipped to another wrong one", 0, 1, 1)
+	}
 	b := sqlDumpAt(t0.Add(time.Minute))
 	mem.put("b.sql", b, t0.Add(time.Minute))
 	sums["b.sql"] = hexsum(b)
@@ -546,10 +553,34 @@ func TestChecksumVerdictFollowsItsFile(t *testing.T) {
 	sums["c.sql"] = hexsum(c)
 	manifest()
 	scan("the manifest rewritten for c.sql", 2, 1, 3)
-	sums["a.sql"] = hexsum(a)
+	sums["a.sql"] = strings.ToUpper(hexsum(a))
 	manifest()
-	scan("a.sql's sum corrected", 3, 1, 3) // b, c: the manifest; a: manifest + dump
-	if st := w.Status(); st.Catalogued != 3 {
-		t.Fatalf("catalogued %d, want 3", st.Catalogued)
+	src.fail["a.sql"] = 2
+	// Reads of a: the manifest (is it worth it?), the manifest and the dump.
+	scan("a.sql's sum corrected, its read fails", 2, 1, 3)
+	scan("one poll later, the read fails again", 2, 1, 3)
+	scan("backing off", 2, 1, 0)
+	scan("backoff over", 3, 1, 3)
+	if st := w.Status(); st.Failures[ReasonDownloadError] != 2 {
+		t.Fatalf("download errors: %d, want 2", st.Failures[ReasonDownloadError])
+	}
+	scan("nothing changed", 3, 1, 0)
+
+	// d.sql's line never comes within grace; then it does.
+	dd := sqlDumpAt(t0.Add(3 * time.Minute))
+	mem.put("d.sql", dd, t0.Add(3*time.Minute))
+	manifest()
+	scan("d.sql without a line in the manifest", 3, 1, 1) // the manifest
+	if st := w.Status(); st.Failures[ReasonMissingChecksum] != 1 {
+		t.Fatalf("missing_checksum: %d, want 1", st.Failures[ReasonMissingChecksum])
+	}
+	sums["gone.sql"] = hexsum(nil)
+	manifest()
+	scan("the manifest rewritten, still no line for d.sql", 3, 1, 1) // the manifest
+	sums["d.sql"] = hexsum(dd)
+	manifest()
+	scan("d.sql's line written", 4, 1, 3) // the manifest twice and the dump
+	if st := w.Status(); st.Catalogued != 4 || st.Failures[ReasonMissingChecksum] != 1 {
+		t.Fatalf("catalogued %d, missing_checksum %d; want 4, 1", st.Catalogued, st.Failures[ReasonMissingChecksum])
 	}
 }

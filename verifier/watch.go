@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,9 +41,10 @@ type Record struct {
 	// Checksum is the ETag of the manifest or sidecar the verdict was
 	// reached with; "" when there was none (or checksum: s3 or none).
 	Checksum string `json:"checksum,omitempty"`
-	// Expected is the sha256 that file gave for this backup ("" when it
-	// gave none).
-	Expected string `json:"expected_sha256,omitempty"`
+	// SHA256 is the sha256 of the bytes read, kept for a failed backup
+	// ("" when it was not read): a checksum file that changes is only worth
+	// another download when it gives this sum.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // watchState is persisted per target so that a restart neither re-verifies
@@ -370,7 +372,9 @@ func (w *Watcher) Scan(ctx context.Context) {
 		if rec, seen := w.st.Catalogue[b.ID()]; seen {
 			switch {
 			case sumChanged(rec, b):
-				recheck = append(recheck, b)
+				if !w.backingOff(b) {
+					recheck = append(recheck, b)
+				}
 			case rec.Status == StatusVerified && rec.Checksum == "" && b.ChecksumETag != "":
 				// Verified by a version that did not record the file.
 				rec.Checksum = b.ChecksumETag
@@ -378,8 +382,8 @@ func (w *Watcher) Scan(ctx context.Context) {
 			}
 			continue
 		}
-		if rs := w.retry[b.ID()]; rs != nil && w.scanOK.Before(rs.next) {
-			continue // its last download failed: wait out the backoff
+		if w.backingOff(b) {
+			continue
 		}
 		if cold && i >= w.target.VerifyLast {
 			w.st.Catalogue[b.ID()] = &Record{Key: b.Key, ETag: b.ETag, Size: b.Size,
@@ -503,10 +507,19 @@ func sumChanged(rec *Record, b Backup) bool {
 		b.ChecksumKey != "" && b.ChecksumETag != rec.Checksum
 }
 
+// backingOff says whether b's last download failed and its backoff has
+// not run out yet.
+func (w *Watcher) backingOff(b Backup) bool {
+	rs := w.retry[b.ID()]
+	return rs != nil && w.scanOK.Before(rs.next)
+}
+
 // sumChangedFor reads the changed checksum file of a failed backup (a
-// small read) and says whether it now gives another sum for it: only then
-// is the backup read again. Otherwise the record takes the file's new ETag,
-// so a manifest shared by a folder costs one small read per rewrite.
+// small read) and says whether the backup is worth reading again: the file
+// now gives the sum its bytes had when read (or, never read, any sum).
+// Otherwise the verdict stands and the record takes the file's new ETag:
+// a manifest rewritten for other backups of a folder, or flipped between
+// wrong sums, costs one small read, never a download.
 func (w *Watcher) sumChangedFor(ctx context.Context, b Backup) bool {
 	sum, _, err := expectedChecksum(ctx, w.src, b)
 	missing := errors.Is(err, errMissingChecksum)
@@ -520,11 +533,11 @@ func (w *Watcher) sumChangedFor(ctx context.Context, b Backup) bool {
 	if rec == nil {
 		return false
 	}
-	same := missing && rec.Reason == ReasonMissingChecksum || !missing && rec.Checksum != "" && sum == rec.Expected
-	if same {
+	reread := !missing && (rec.SHA256 == "" || strings.EqualFold(sum, rec.SHA256))
+	if !reread {
 		rec.Checksum = b.ChecksumETag
 	}
-	return !same
+	return reread
 }
 
 // pending says whether a failure may only mean the backup is still being
@@ -599,7 +612,7 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 	delete(w.retry, b.ID())
 	delete(w.st.Replaced, b.Key)
 	rec := &Record{Key: b.Key, ETag: b.ETag, Size: b.Size, LastModified: b.LastModified, Created: r.Created,
-		Checksum: b.ChecksumETag, Expected: r.Expected}
+		Checksum: b.ChecksumETag}
 	if r.OK {
 		rec.Status = StatusVerified
 		w.verified++
@@ -619,7 +632,7 @@ func (w *Watcher) verifyOne(ctx context.Context, b Backup, newest bool) {
 		w.log.Info("backup verified", "key", b.Key, "sha256", r.SHA256, "created", r.Created,
 			"bytes", r.BytesRead, "seconds", float64(r.Duration))
 	} else {
-		rec.Status, rec.Reason = StatusFailed, r.Reason
+		rec.Status, rec.Reason, rec.SHA256 = StatusFailed, r.Reason, r.SHA256
 		w.failures[r.Reason]++
 		if r.Stack != "" {
 			w.log.Error("backup failed verification", "key", b.Key, "reason", r.Reason, "err", r.Error, "stack", r.Stack)
