@@ -14,10 +14,12 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -52,6 +54,13 @@ type Options struct {
 type Client struct {
 	opt    ClientOptions
 	client *s3.Client
+	// What a listing signs and sends itself with (list.go).
+	creds  aws.CredentialsProvider
+	http   aws.HTTPClient
+	signer *v4.Signer
+	// fastLists counts listings made without the SDK's middleware.
+	fastLists atomic.Int64
+	workers   workers
 }
 
 // maxIdleConnsPerHost is how many idle connections a Client keeps to its
@@ -63,6 +72,9 @@ type Source struct {
 	c      *Client
 	bucket string
 	prefix string
+
+	fastOnce sync.Once
+	fast     *fastList // nil where listings go through the SDK only
 }
 
 // New builds a client and a Source over it; a shortcut for one bucket prefix.
@@ -114,7 +126,12 @@ func NewClient(ctx context.Context, opt ClientOptions) (*Client, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	return &Client{opt: opt, client: client}, nil
+	signer := v4.NewSigner(func(o *v4.SignerOptions) {
+		// As the SDK signs for S3: the path is not escaped twice.
+		o.DisableURIPathEscaping = true
+	})
+	return &Client{opt: opt, client: client, creds: cfg.Credentials, http: httpClient, signer: signer,
+		workers: workers{jobs: make(chan func())}}, nil
 }
 
 // Source returns the objects below bucket/prefix (prefix "" or ending in /)
@@ -127,34 +144,6 @@ func (c *Client) Source(bucket, prefix string) *Source {
 func (s *Source) Client() *Client { return s.c }
 
 func (s *Source) String() string { return "s3://" + s.bucket + "/" + s.prefix }
-
-// List pages through ListObjectsV2 below the prefix.
-func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
-	var out []verifier.Object
-	p := s3.NewListObjectsV2Paginator(s.c.client, &s3.ListObjectsV2Input{
-		Bucket: aws.String(s.bucket),
-		Prefix: aws.String(s.prefix),
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", s, describe(err))
-		}
-		for _, o := range page.Contents {
-			key := strings.TrimPrefix(aws.ToString(o.Key), s.prefix)
-			if key == "" || strings.HasSuffix(key, "/") {
-				continue
-			}
-			out = append(out, verifier.Object{
-				Key:          key,
-				Size:         aws.ToInt64(o.Size),
-				ETag:         strings.Trim(aws.ToString(o.ETag), `"`),
-				LastModified: aws.ToTime(o.LastModified).UTC(),
-			})
-		}
-	}
-	return out, nil
-}
 
 // Open streams an object. A body that breaks or sends nothing for
 // ReadTimeout is resumed with a ranged GET of the same version (If-Match),

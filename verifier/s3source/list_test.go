@@ -1,0 +1,259 @@
+package s3source_test
+
+import (
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/backupverify/backupverify/internal/testenv"
+	"github.com/backupverify/backupverify/verifier/s3source"
+)
+
+func newTestClient(t testing.TB, endpoint string) *s3source.Client {
+	t.Helper()
+	c, err := s3source.NewClient(t.Context(), s3source.ClientOptions{
+		Region: "us-east-1", Endpoint: endpoint, PathStyle: true, MaxAttempts: 2, ReadTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// listed is what List returned, in ListSDK's form.
+func listed(t *testing.T, src *s3source.Source) []string {
+	t.Helper()
+	objs, err := src.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Key+" "+strconv.FormatInt(o.Size, 10)+" "+o.ETag+" "+o.LastModified.Format(time.RFC3339Nano))
+	}
+	return out
+}
+
+// TestFastListMatchesSDK: a listing made without the SDK's middleware gives
+// what the SDK's paginator gives, key for key, over several pages, with keys
+// and a prefix that need escaping in the query and in XML, and it is the way
+// the listing went.
+func TestFastListMatchesSDK(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "fast")
+	const prefix = "prod db/+x&y=1/"
+	keys := []string{"a.dump", "2026/01/b c.dump", "ü/ñ.dump", "x+y=z&w.dump", "lt<gt>.dump", "pct%20.dump",
+		`quote"'.dump`, "tab\tkey.dump", "n1", "n2", "n3", "n4"}
+	for i, k := range keys {
+		s3.Put(t, "fast", prefix+k, []byte(strings.Repeat("x", i)), testenv.PutOptions{})
+	}
+	s3.Put(t, "fast", "prod db/+x&y=10/outside.dump", []byte("no"), testenv.PutOptions{})
+	s3.Put(t, "fast", "prod db/outside.dump", []byte("no"), testenv.PutOptions{})
+	s3source.SetListMaxKeys(5) // three pages
+	t.Cleanup(func() { s3source.SetListMaxKeys(0) })
+
+	c := newTestClient(t, s3.Endpoint)
+	src := c.Source("fast", prefix)
+	got := listed(t, src)
+	if n := s3source.FastLists(c); n != 1 {
+		t.Fatalf("%d listings went the fast way, want 1", n)
+	}
+	want, err := s3source.ListSDK(t.Context(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		want[i] = strings.TrimPrefix(want[i], prefix)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) || len(got) != len(keys) {
+		t.Fatalf("fast listing:\n%s\nSDK listing:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestFastListFallsBackToSDK: a fast page that fails (a garbled answer, a
+// 503) is not an error: the SDK lists again and its answer stands. After
+// three such listings in a row the source stops trying the fast way; a
+// success in between resets the count.
+func TestFastListFallsBackToSDK(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "fallback")
+	s3.Put(t, "fallback", "db/a.dump", []byte("a"), testenv.PutOptions{})
+	var mode atomic.Int32 // 0 pass, 1 garble, 2 503
+	var intercepted atomic.Int32
+	s3.Proxy.SetHook(&testenv.Hook{Intercept: func(w http.ResponseWriter, r *http.Request) bool {
+		// The SDK names each call; a fast listing does not.
+		if !r.URL.Query().Has("list-type") || r.Header.Get("Amz-Sdk-Invocation-Id") != "" || mode.Load() == 0 {
+			return false
+		}
+		intercepted.Add(1)
+		if mode.Load() == 2 {
+			testenv.WriteSlowDown(w)
+			return true
+		}
+		_, _ = io.WriteString(w, `<ListBucketResult><Contents><Key>forged.dump</Key><Size>x`)
+		return true
+	}})
+	c := newTestClient(t, s3.Endpoint)
+	src := c.Source("fallback", "db/")
+	check := func(step string) {
+		t.Helper()
+		if got := listed(t, src); len(got) != 1 || !strings.HasPrefix(got[0], "a.dump 1 ") {
+			t.Fatalf("%s: listed %q", step, got)
+		}
+	}
+	mode.Store(1)
+	check("garbled")
+	mode.Store(2)
+	check("503")
+	mode.Store(0)
+	check("healthy")
+	if n := s3source.FastLists(c); n != 1 {
+		t.Fatalf("%d fast listings, want 1 (the healthy one)", n)
+	}
+	mode.Store(1)
+	for i := range 5 {
+		check("garbled " + strconv.Itoa(i))
+	}
+	// 2 before the healthy listing, then 3 more until the source gives up.
+	if n := intercepted.Load(); n != 5 {
+		t.Fatalf("fast listings tried while failing: %d, want 5", n)
+	}
+}
+
+// TestFastListErrorsAreTheSDKs: a listing that fails fails with the SDK's
+// error, as before there was a fast way.
+func TestFastListErrorsAreTheSDKs(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	c := newTestClient(t, s3.Endpoint)
+	_, err := c.Source("no-such-bucket", "db/").List(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "NoSuchBucket") || !strings.HasPrefix(err.Error(), "list s3://no-such-bucket/db/: ") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestFastListOnlyForPlainSigV4: the endpoint comes from the SDK's resolver
+// (virtual-hosted or path style, FIPS, region), and buckets the SDK signs
+// otherwise (S3 Express, Object Lambda and multi-region access points) never
+// take the fast way.
+func TestFastListOnlyForPlainSigV4(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "k")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "s")
+	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	client := func(region string, pathStyle bool) *s3source.Client {
+		c, err := s3source.NewClient(t.Context(), s3source.ClientOptions{Region: region, PathStyle: pathStyle})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		c      *s3source.Client
+		bucket string
+		want   string // "" when the listing must go through the SDK
+	}{
+		{client("eu-west-1", false), "backups", "https://backups.s3.eu-west-1.amazonaws.com/"},
+		{client("eu-west-1", true), "backups", "https://s3.eu-west-1.amazonaws.com/backups"},
+		{client("us-east-1", false), "my.dotted.bucket", "https://s3.us-east-1.amazonaws.com/my.dotted.bucket"},
+		{client("us-east-1", false), "backups--use1-az4--x-s3", ""},
+		{client("us-east-1", false), "arn:aws:s3-object-lambda:us-east-1:123456789012:accesspoint/ol", ""},
+		{client("us-east-1", false), "arn:aws:s3::123456789012:accesspoint/mfzwi23gnjvgw.mrap", ""},
+	} {
+		got, ok := s3source.FastListURL(t.Context(), tc.c, tc.bucket, "db/")
+		if ok != (tc.want != "") || got != tc.want {
+			t.Errorf("%s: fast listing to %q (%v), want %q", tc.bucket, got, ok, tc.want)
+		}
+	}
+}
+
+// BenchmarkList: one listing of a prefix holding a backup and its manifest,
+// through the SDK's paginator and the fast way, against versitygw directly.
+// cpu-µs/op is this process's user+system CPU per listing (versitygw's own
+// is not counted): what a poll costs the daemon.
+func BenchmarkList(b *testing.B) {
+	s3 := testenv.StartS3(b)
+	s3.CreateBucket(b, "bench")
+	s3.Put(b, "bench", "t0001/2026-01-01/backup.dump", []byte("dump"), testenv.PutOptions{})
+	s3.Put(b, "bench", "t0001/2026-01-01/CHECKSUM", []byte("sum"), testenv.PutOptions{})
+	c := newTestClient(b, s3.Direct)
+	src := c.Source("bench", "t0001/")
+	for _, way := range []string{"sdk", "fast"} {
+		b.Run(way, func(b *testing.B) {
+			list := func() error { _, err := src.List(b.Context()); return err }
+			if way == "sdk" {
+				list = func() error { _, err := s3source.ListSDK(b.Context(), src); return err }
+			}
+			if err := list(); err != nil {
+				b.Fatal(err)
+			}
+			cpu0 := cpuNanos()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if err := list(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(cpuNanos()-cpu0)/float64(b.N)/1e3, "cpu-µs/op")
+		})
+	}
+}
+
+func cpuNanos() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// TestFastListsNeverQueue: listings run on a few long-lived workers, but
+// never wait for one: 24 listings at once are 24 requests at once.
+func TestFastListsNeverQueue(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "queue")
+	s3.Put(t, "queue", "db/a.dump", []byte("a"), testenv.PutOptions{})
+	const n = 24
+	var now, most atomic.Int32
+	all := make(chan struct{})
+	s3.Proxy.SetHook(&testenv.Hook{Intercept: func(w http.ResponseWriter, r *http.Request) bool {
+		if !r.URL.Query().Has("list-type") {
+			return false
+		}
+		cur := now.Add(1)
+		defer now.Add(-1)
+		for m := most.Load(); cur > m && !most.CompareAndSwap(m, cur); m = most.Load() {
+		}
+		if cur == n {
+			close(all)
+		}
+		select { // hold each listing until all are in, or 5 s
+		case <-all:
+		case <-time.After(5 * time.Second):
+		}
+		return false
+	}})
+	c := newTestClient(t, s3.Endpoint)
+	errs := make(chan error, n)
+	for range n {
+		go func() { _, err := c.Source("queue", "db/").List(t.Context()); errs <- err }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := most.Load(); m != n {
+		t.Fatalf("at most %d listings at once, want %d", m, n)
+	}
+	if f := s3source.FastLists(c); f != n {
+		t.Fatalf("%d fast listings, want %d", f, n)
+	}
+}
