@@ -102,6 +102,7 @@ func New(opt Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{opt: opt, log: opt.Log, cfg: c, targets: map[string]*running{}}
+	d.s3.log = opt.Log
 	d.reg = metrics.NewRegistry(d, opt.Now, opt.Build)
 	d.reg.MarkReload(true, opt.Now())
 	return d, nil

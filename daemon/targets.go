@@ -25,8 +25,9 @@ import (
 // report upload that use it: one credential chain, one transport, one pool of
 // connections, however many targets there are.
 type s3Clients struct {
-	mu sync.Mutex
-	m  map[s3source.ClientOptions]*s3source.Client
+	mu  sync.Mutex
+	m   map[s3source.ClientOptions]*s3source.Client
+	log *slog.Logger // given to each client
 }
 
 func (sc *s3Clients) get(ctx context.Context, c *config.Config) (*s3source.Client, error) {
@@ -40,6 +41,7 @@ func (sc *s3Clients) get(ctx context.Context, c *config.Config) (*s3source.Clien
 	if err != nil {
 		return nil, err
 	}
+	cl.SetLog(sc.log)
 	if sc.m == nil {
 		sc.m = map[s3source.ClientOptions]*s3source.Client{}
 	}
@@ -96,7 +98,7 @@ func newTargets(ctx context.Context, c *config.Config, only string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	sh := &shared{bins: bins, instance: instance, s3: &s3Clients{}, gate: verifier.NewGate(c.Verify.MaxConcurrent)}
+	sh := &shared{bins: bins, instance: instance, s3: &s3Clients{log: log}, gate: verifier.NewGate(c.Verify.MaxConcurrent)}
 	pgdump.SetSpillMax(int64(c.Verify.SpillMax))
 	var out []*targetParts
 	for _, t := range c.Targets {
@@ -229,7 +231,7 @@ func newChecker(t verifier.Target) verifier.Checker {
 
 // NewReportStore returns where drill reports of c are kept (and copied to).
 func NewReportStore(ctx context.Context, c *config.Config, log *slog.Logger, now func() time.Time) (*report.Store, error) {
-	return newReportStore(ctx, c, &s3Clients{}, log, now)
+	return newReportStore(ctx, c, &s3Clients{log: log}, log, now)
 }
 
 func newReportStore(ctx context.Context, c *config.Config, s3c *s3Clients, log *slog.Logger, now func() time.Time) (*report.Store, error) {

@@ -32,3 +32,11 @@ func FastListURL(ctx context.Context, c *Client, bucket, prefix string) (string,
 	}
 	return f.base.String(), true
 }
+
+// SetClock moves the time listings see; nil restores time.Now.
+func SetClock(f func() time.Time) {
+	if f == nil {
+		f = time.Now
+	}
+	clock = f
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	smithyauth "github.com/aws/smithy-go/auth"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/prometheus/common/version"
 
 	"github.com/backupverify/backupverify/verifier"
 )
@@ -24,27 +25,46 @@ import (
 // daemon, and the SDK's middleware stack (about fifty steps, each a closure
 // and a context value) made up most of a poll's CPU. So a listing goes out
 // as one plain request the SDK's own parts build: the endpoint from its
-// resolver (region, FIPS, dual-stack, path style), credentials from its
-// cache, the signature from its SigV4 signer. Whatever is unusual falls back
-// to the SDK's paginator, which also owns every failure:
+// resolver (region, FIPS, dual-stack, path style), the HTTP client it was
+// configured with (CA bundle, proxy, timeouts), credentials from its cache,
+// the signature from its SigV4 signer. Whatever is unusual falls back to the
+// SDK's paginator, which also owns every failure:
 //   - an endpoint that signs other than with SigV4 for "s3" (S3 Express,
-//     Object Lambda, Outposts, multi-region access points) or anonymous
-//     credentials never take this path;
+//     Object Lambda, Outposts, multi-region access points) never takes this
+//     path, nor do anonymous credentials after the first listing;
 //   - a page that fails in any way (transport, status, XML) makes the whole
 //     listing again through the SDK, with its retries and its error messages;
-//   - a source whose fast pages keep failing while the SDK's succeed stops
-//     trying them.
+//   - a failure a store may recover from (a transport error, 429, 5xx,
+//     credentials not to be had yet)
+//     pauses the short way for every target of the client for a minute, so
+//     an outage adds about one request a minute, not one a poll;
+//   - a source whose short listings keep failing otherwise while the SDK's
+//     succeed (a store that reads our request differently, a clock the SDK
+//     corrects for) stops trying for an hour, with a warning in the log.
 
 // maxListBody bounds a ListObjectsV2 answer: 1,000 keys of 1,024 bytes with
 // their sizes, dates and ETags fit in about 1.3 MB.
 const maxListBody = 8 << 20
 
-// fastMissLimit is how many listings in a row may fail the fast way and
-// succeed through the SDK before a Source stops trying the fast way.
-const fastMissLimit = 3
+// fastMissLimit is how many listings in a row may fail the short way and
+// succeed through the SDK before a Source stops trying the short way for
+// fastOffFor; fastPauseFor is how long a failure a store may recover from
+// pauses the short way for the whole client.
+const (
+	fastMissLimit = 3
+	fastOffFor    = time.Hour
+	fastPauseFor  = time.Minute
+)
 
 // listMaxKeys, when not 0, is the max-keys a fast listing asks for (tests).
 var listMaxKeys int
+
+// userAgent names the daemon in the store's access logs, as the SDK's
+// requests name the SDK.
+var userAgent = "backupverify/" + version.Version + " (listing)"
+
+// clock is when a listing runs (tests move it).
+var clock = time.Now
 
 // emptySHA256 is the hex sha256 of an empty payload.
 const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -57,10 +77,23 @@ type fastList struct {
 	header http.Header // the endpoint's own headers
 	region string      // the signing region
 
-	mu     sync.Mutex
-	misses int // listings in a row that failed here and not in the SDK
-	off    bool
+	mu       sync.Mutex
+	misses   int       // listings in a row that failed here and not in the SDK
+	offUntil time.Time // the short way is not tried before then
 }
+
+// fastError is why a short listing failed; retry says a store may recover
+// from it (a transport error, 429, 5xx).
+type fastError struct {
+	err   error
+	retry bool
+}
+
+func (e *fastError) Error() string { return e.err.Error() }
+
+// errAnonymous: the credentials are anonymous, and the SDK sends such
+// requests unsigned.
+var errAnonymous = errors.New("anonymous credentials")
 
 // newFastList resolves the bucket's endpoint as the SDK's ListObjectsV2
 // would; nil where that endpoint is not plain SigV4 for "s3".
@@ -103,28 +136,51 @@ func newFastList(ctx context.Context, c *Client, bucket, prefix string) *fastLis
 	return f
 }
 
-// enabled says whether a listing should try the fast way.
-func (f *fastList) enabled() bool {
-	if f == nil {
+// enabled says whether a listing should try the short way now.
+func (f *fastList) enabled(now time.Time) bool {
+	if f == nil || now.UnixNano() < f.c.fastPause.Load() {
 		return false
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return !f.off
+	return !now.Before(f.offUntil)
 }
 
-// result records how a listing went: ok the fast way, or failed there and
-// then succeeded through the SDK.
-func (f *fastList) result(ok bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if ok {
-		f.misses = 0
+// failed records a short listing that failed with err, after which the SDK
+// listed with sdkErr.
+func (f *fastList) failed(s *Source, err error, sdkErr error, now time.Time) {
+	if errors.Is(err, errAnonymous) {
+		f.mu.Lock()
+		f.offUntil = time.Unix(1<<62, 0) // unsigned requests are the SDK's to make
+		f.mu.Unlock()
 		return
 	}
-	if f.misses++; f.misses >= fastMissLimit {
-		f.off = true
+	var fe *fastError
+	if errors.As(err, &fe) && fe.retry {
+		f.c.fastPause.Store(now.Add(fastPauseFor).UnixNano())
+		return
 	}
+	if sdkErr != nil {
+		return // the store fails both ways: nothing to learn about ours
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.misses++; f.misses < fastMissLimit {
+		return
+	}
+	f.misses = 0
+	f.offUntil = now.Add(fastOffFor)
+	if f.c.log != nil {
+		f.c.log.Warn("S3 listings go through the AWS SDK for an hour: the direct request kept failing where the SDK's succeeded",
+			"source", s.String(), "failures", fastMissLimit, "last_error", err.Error())
+	}
+}
+
+// ok records a short listing that succeeded.
+func (f *fastList) ok() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.misses = 0
 }
 
 // list pages through the prefix; any error means "ask the SDK".
@@ -185,28 +241,31 @@ func (f *fastList) page(ctx context.Context, prefix, token string) (*listPage, e
 		req.Header[k] = v
 	}
 	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
+	req.Header.Set("User-Agent", userAgent)
 	creds, err := f.c.creds.Retrieve(ctx)
 	if err != nil {
-		return nil, err
+		// Credentials may come later (a token file not yet mounted).
+		return nil, &fastError{err: fmt.Errorf("credentials: %w", err), retry: true}
 	}
 	if creds.AccessKeyID == "" {
-		return nil, errors.New("anonymous credentials")
+		return nil, errAnonymous
 	}
 	if err := f.c.signer.SignHTTP(ctx, creds, req, emptySHA256, "s3", f.region, time.Now().UTC()); err != nil {
 		return nil, err
 	}
 	resp, err := f.c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, &fastError{err: err, retry: true}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return nil, fmt.Errorf("status %s", resp.Status)
+		return nil, &fastError{err: fmt.Errorf("status %s", resp.Status),
+			retry: resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
 	if err != nil {
-		return nil, err
+		return nil, &fastError{err: err, retry: true}
 	}
 	if len(body) > maxListBody {
 		return nil, fmt.Errorf("answer larger than %d bytes", maxListBody)
@@ -250,11 +309,11 @@ func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
 		out = append(out, verifier.Object{Key: key, Size: size, ETag: strings.Trim(etag, `"`), LastModified: mod.UTC()})
 	}
 	s.fastOnce.Do(func() { s.fast = newFastList(ctx, s.c, s.bucket, s.prefix) })
-	if s.fast.enabled() {
+	if s.fast.enabled(clock()) {
 		var err error
 		s.c.workers.run(func() { err = s.fast.list(ctx, s.prefix, add) })
 		if err == nil {
-			s.fast.result(true)
+			s.fast.ok()
 			s.c.fastLists.Add(1)
 			return out, nil
 		}
@@ -262,10 +321,11 @@ func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
 			return nil, fmt.Errorf("list %s: %w", s, context.Cause(ctx))
 		}
 		out = out[:0]
-		if err := s.listSDK(ctx, add); err != nil {
-			return nil, err
+		sdkErr := s.listSDK(ctx, add)
+		s.fast.failed(s, err, sdkErr, clock())
+		if sdkErr != nil {
+			return nil, sdkErr
 		}
-		s.fast.result(false)
 		return out, nil
 	}
 	if err := s.listSDK(ctx, add); err != nil {
@@ -291,27 +351,33 @@ const (
 	workerIdle     = 2 * time.Minute
 )
 
+// run runs fn on a worker, or on the caller's goroutine when all are busy. A
+// panic in fn is raised again in the caller, whose recovery then handles it
+// as before (one target's scan fails; the daemon lives on).
 func (w *workers) run(fn func()) {
-	done := make(chan struct{})
-	job := func() { defer close(done); fn() }
+	done := make(chan any, 1)
+	job := func() {
+		defer func() { done <- recover() }()
+		fn()
+	}
 	select {
 	case w.jobs <- job:
-		<-done
-		return
 	default:
-	}
-	w.mu.Lock()
-	start := w.n < maxListWorkers
-	if start {
-		w.n++
-	}
-	w.mu.Unlock()
-	if start {
+		w.mu.Lock()
+		start := w.n < maxListWorkers
+		if start {
+			w.n++
+		}
+		w.mu.Unlock()
+		if !start {
+			fn()
+			return
+		}
 		go w.work(job)
-		<-done
-		return
 	}
-	fn()
+	if v := <-done; v != nil {
+		panic(v)
+	}
 }
 
 func (w *workers) work(job func()) {

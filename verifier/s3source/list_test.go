@@ -1,8 +1,13 @@
 package s3source_test
 
 import (
+	"encoding/pem"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,18 +83,22 @@ func TestFastListMatchesSDK(t *testing.T) {
 	}
 }
 
-// TestFastListFallsBackToSDK: a fast page that fails (a garbled answer, a
-// 503) is not an error: the SDK lists again and its answer stands. After
-// three such listings in a row the source stops trying the fast way; a
-// success in between resets the count.
+// TestFastListFallsBackToSDK: a short page that fails (a garbled answer, a
+// 503) is not an error: the SDK lists again and its answer stands.
+//   - Three such failures in a row that the store does not recover from
+//     turn the short way off for that source for an hour, with a warning; a
+//     success in between resets the count.
+//   - A 503 pauses the short way for every source of the client for a
+//     minute, so an outage does not add a request to every poll.
 func TestFastListFallsBackToSDK(t *testing.T) {
 	s3 := testenv.StartS3(t)
 	s3.CreateBucket(t, "fallback")
 	s3.Put(t, "fallback", "db/a.dump", []byte("a"), testenv.PutOptions{})
+	s3.Put(t, "fallback", "other/a.dump", []byte("a"), testenv.PutOptions{})
 	var mode atomic.Int32 // 0 pass, 1 garble, 2 503
 	var intercepted atomic.Int32
 	s3.Proxy.SetHook(&testenv.Hook{Intercept: func(w http.ResponseWriter, r *http.Request) bool {
-		// The SDK names each call; a fast listing does not.
+		// The SDK names each call; a short listing does not.
 		if !r.URL.Query().Has("list-type") || r.Header.Get("Amz-Sdk-Invocation-Id") != "" || mode.Load() == 0 {
 			return false
 		}
@@ -101,30 +110,78 @@ func TestFastListFallsBackToSDK(t *testing.T) {
 		_, _ = io.WriteString(w, `<ListBucketResult><Contents><Key>forged.dump</Key><Size>x`)
 		return true
 	}})
+	now := time.Now()
+	s3source.SetClock(func() time.Time { return now })
+	t.Cleanup(func() { s3source.SetClock(nil) })
+	var logs strings.Builder
 	c := newTestClient(t, s3.Endpoint)
-	src := c.Source("fallback", "db/")
-	check := func(step string) {
+	c.SetLog(slog.New(slog.NewTextHandler(&logs, nil)))
+	src, other := c.Source("fallback", "db/"), c.Source("fallback", "other/")
+	check := func(step string, s *s3source.Source, tried, fast int) {
 		t.Helper()
-		if got := listed(t, src); len(got) != 1 || !strings.HasPrefix(got[0], "a.dump 1 ") {
+		if got := listed(t, s); len(got) != 1 || !strings.HasPrefix(got[0], "a.dump 1 ") {
 			t.Fatalf("%s: listed %q", step, got)
+		}
+		if n := intercepted.Load(); n != int32(tried) {
+			t.Fatalf("%s: %d failing short listings so far, want %d", step, n, tried)
+		}
+		if n := s3source.FastLists(c); n != int64(fast) {
+			t.Fatalf("%s: %d short listings so far, want %d", step, n, fast)
 		}
 	}
 	mode.Store(1)
-	check("garbled")
-	mode.Store(2)
-	check("503")
+	check("garbled", src, 1, 0)
+	check("garbled again", src, 2, 0)
 	mode.Store(0)
-	check("healthy")
-	if n := s3source.FastLists(c); n != 1 {
-		t.Fatalf("%d fast listings, want 1 (the healthy one)", n)
-	}
+	check("healthy", src, 2, 1)
 	mode.Store(1)
-	for i := range 5 {
-		check("garbled " + strconv.Itoa(i))
+	for i := range 3 {
+		check("garbled "+strconv.Itoa(i), src, 3+i, 1)
 	}
-	// 2 before the healthy listing, then 3 more until the source gives up.
-	if n := intercepted.Load(); n != 5 {
-		t.Fatalf("fast listings tried while failing: %d, want 5", n)
+	if n := strings.Count(logs.String(), "S3 listings go through the AWS SDK for an hour"); n != 1 ||
+		!strings.Contains(logs.String(), "source=s3://fallback/db/") || !strings.Contains(logs.String(), "last_error=") {
+		t.Fatalf("%d warnings, log:\n%s", n, logs.String())
+	}
+	check("off for the hour", src, 5, 1)
+	mode.Store(0)
+	check("off for the hour, healthy store", src, 5, 1)
+	check("another source of the client", other, 5, 2)
+	now = now.Add(time.Hour + time.Second)
+	check("an hour later", src, 5, 3)
+
+	mode.Store(2)
+	check("503", src, 6, 3)
+	mode.Store(0)
+	check("paused", src, 6, 3)
+	check("paused, another source", other, 6, 3)
+	now = now.Add(time.Minute + time.Second)
+	check("a minute later", other, 6, 4)
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
+		t.Fatalf("a 503 warned; log:\n%s", logs.String())
+	}
+}
+
+// TestFastListThroughCABundle: a store behind a private CA (AWS_CA_BUNDLE)
+// is listed the short way, through the HTTP client the SDK configured.
+func TestFastListThroughCABundle(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "tls")
+	s3.Put(t, "tls", "db/a.dump", []byte("a"), testenv.PutOptions{})
+	srv := httptest.NewTLSServer(s3.Proxy)
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CA_BUNDLE", ca)
+	c := newTestClient(t, srv.URL)
+	for i := range 4 {
+		if got := listed(t, c.Source("tls", "db/")); len(got) != 1 {
+			t.Fatalf("listing %d: %q", i, got)
+		}
+	}
+	if n := s3source.FastLists(c); n != 4 {
+		t.Fatalf("%d of 4 listings went the short way", n)
 	}
 }
 

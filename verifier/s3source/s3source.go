@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -60,7 +61,11 @@ type Client struct {
 	signer *v4.Signer
 	// fastLists counts listings made without the SDK's middleware.
 	fastLists atomic.Int64
+	// fastPause is when (Unix ns) listings may try the short way again
+	// after a failure the store may recover from.
+	fastPause atomic.Int64
 	workers   workers
+	log       *slog.Logger
 }
 
 // maxIdleConnsPerHost is how many idle connections a Client keeps to its
@@ -130,9 +135,17 @@ func NewClient(ctx context.Context, opt ClientOptions) (*Client, error) {
 		// As the SDK signs for S3: the path is not escaped twice.
 		o.DisableURIPathEscaping = true
 	})
-	return &Client{opt: opt, client: client, creds: cfg.Credentials, http: httpClient, signer: signer,
+	// The options as the SDK resolved them: LoadDefaultConfig may have
+	// replaced the HTTP client (a CA bundle, a defaults mode), and a listing
+	// must go out through the same one.
+	o := client.Options()
+	return &Client{opt: opt, client: client, creds: o.Credentials, http: o.HTTPClient, signer: signer,
 		workers: workers{jobs: make(chan func())}}, nil
 }
+
+// SetLog sets where the client warns of what an operator should know (a
+// source whose listings go through the SDK for a while, list.go).
+func (c *Client) SetLog(l *slog.Logger) { c.log = l }
 
 // Source returns the objects below bucket/prefix (prefix "" or ending in /)
 // through this client.
