@@ -186,6 +186,7 @@ func (f *fastList) ok() {
 // list pages through the prefix; any error means "ask the SDK".
 func (f *fastList) list(ctx context.Context, prefix string, add func(key string, size int64, etag string, mod time.Time)) error {
 	token := ""
+	var pages pageGuard
 	for {
 		page, err := f.page(ctx, prefix, token)
 		if err != nil {
@@ -201,11 +202,39 @@ func (f *fastList) list(ctx context.Context, prefix string, add func(key string,
 		if !page.IsTruncated {
 			return nil
 		}
-		if page.NextContinuationToken == "" || page.NextContinuationToken == token {
-			return errors.New("truncated listing without a new continuation token")
+		if err := pages.next(page.NextContinuationToken); err != nil {
+			return err
 		}
 		token = page.NextContinuationToken
 	}
+}
+
+// maxListPages bounds one listing: ten million keys at S3's 1,000 a page.
+const maxListPages = 10_000
+
+// pageGuard stops a listing whose store repeats a continuation token (a
+// cycle would page for ever), gives none for a truncated page, or pages
+// past maxListPages.
+type pageGuard struct {
+	seen map[string]bool
+	n    int
+}
+
+func (g *pageGuard) next(token string) error {
+	if token == "" {
+		return errors.New("the store sent a truncated page without a continuation token")
+	}
+	if g.seen[token] {
+		return errors.New("the store sent a continuation token twice: the listing would not end")
+	}
+	if g.n++; g.n >= maxListPages {
+		return fmt.Errorf("more than %d pages: the listing would not end", maxListPages)
+	}
+	if g.seen == nil {
+		g.seen = map[string]bool{}
+	}
+	g.seen[token] = true
+	return nil
 }
 
 // listPage is the part of a ListBucketResult a listing reads.
@@ -285,6 +314,7 @@ func (s *Source) listSDK(ctx context.Context, add func(key string, size int64, e
 		Bucket: aws.String(s.bucket),
 		Prefix: aws.String(s.prefix),
 	})
+	var pages pageGuard
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
@@ -292,6 +322,13 @@ func (s *Source) listSDK(ctx context.Context, add func(key string, size int64, e
 		}
 		for _, o := range page.Contents {
 			add(aws.ToString(o.Key), aws.ToInt64(o.Size), aws.ToString(o.ETag), aws.ToTime(o.LastModified))
+		}
+		// The paginator stops at a truncated page without a token, passing
+		// a partial listing for a whole one, and follows a cycle for ever.
+		if aws.ToBool(page.IsTruncated) {
+			if err := pages.next(aws.ToString(page.NextContinuationToken)); err != nil {
+				return fmt.Errorf("list %s: %w", s, err)
+			}
 		}
 	}
 	return nil

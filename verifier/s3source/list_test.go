@@ -314,3 +314,36 @@ func TestFastListsNeverQueue(t *testing.T) {
 		t.Fatalf("%d fast listings, want %d", f, n)
 	}
 }
+
+// TestListingsEnd: a store that repeats a continuation token, or truncates a
+// page without one, fails the listing, the short way and the SDK's alike; it
+// neither pages for ever nor passes part of a listing for the whole.
+func TestListingsEnd(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "cycle")
+	for _, tc := range []struct{ name, token, want string }{
+		{"a cycle", "<NextContinuationToken>A</NextContinuationToken>", "continuation token twice"},
+		{"no token", "", "truncated page without a continuation token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var requests atomic.Int32
+			s3.Proxy.SetHook(&testenv.Hook{Intercept: func(w http.ResponseWriter, r *http.Request) bool {
+				if !r.URL.Query().Has("list-type") {
+					return false
+				}
+				requests.Add(1)
+				_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>cycle</Name><IsTruncated>true</IsTruncated>`+
+					tc.token+`<Contents><Key>db/a.dump</Key><LastModified>2026-01-01T00:00:00Z</LastModified><ETag>"x"</ETag><Size>1</Size></Contents></ListBucketResult>`)
+				return true
+			}})
+			c := newTestClient(t, s3.Endpoint)
+			_, err := c.Source("cycle", "db/").List(t.Context())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if n := requests.Load(); n > 4 {
+				t.Fatalf("%d requests for a listing that cannot end", n)
+			}
+		})
+	}
+}

@@ -91,8 +91,18 @@ func parseListPage(b []byte) (*listPage, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(path) >= maxDepth {
+			return nil, fmt.Errorf("elements nested deeper than %d", maxDepth)
+		}
+		if nearName(name) {
+			// The SDK matches names ignoring case; read only exact ones.
+			return nil, fmt.Errorf("element <%s>: a field's name in another case", name)
+		}
 		path = append(path, name)
 		if len(path) == 1 && name == "Contents" {
+			if len(page.Contents) >= maxPageKeys {
+				return nil, fmt.Errorf("more than %d objects in a page", maxPageKeys)
+			}
 			page.Contents = append(page.Contents, listObject{})
 		}
 		if selfClosed {
@@ -103,6 +113,26 @@ func parseListPage(b []byte) (*listPage, error) {
 		}
 		text = text[:0]
 	}
+}
+
+// maxDepth bounds nesting below the root, and maxPageKeys the objects of
+// one page (S3 sends at most 1,000): a hostile page costs bounded memory.
+const (
+	maxDepth    = 16
+	maxPageKeys = 10_000
+)
+
+// fieldNames are the elements read; nearName says whether name is one of
+// them in another case.
+var fieldNames = []string{"ListBucketResult", "IsTruncated", "NextContinuationToken", "Contents", "Key", "LastModified", "ETag", "Size"}
+
+func nearName(name string) bool {
+	for _, f := range fieldNames {
+		if name != f && strings.EqualFold(name, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // leaf says whether path names a field whose text is read: no element may
@@ -123,8 +153,9 @@ func leaf(path []string) bool {
 	return false
 }
 
-// set stores the text of the element path ends with, as encoding/xml
-// would: booleans and integers trimmed, an empty one false or 0.
+// set stores the text of the element path ends with. Values are read as
+// strictly as the SDK reads them (it fails a listing on " 5" or an empty
+// IsTruncated), and stricter than encoding/xml.
 func (page *listPage) set(path []string, raw []byte) error {
 	s, err := xmlText(raw)
 	if err != nil || !leaf(path) {
@@ -132,11 +163,8 @@ func (page *listPage) set(path []string, raw []byte) error {
 	}
 	if len(path) == 1 {
 		if path[0] == "IsTruncated" {
-			if s == "" {
-				page.IsTruncated = false
-				return nil
-			}
-			page.IsTruncated, err = strconv.ParseBool(strings.TrimSpace(s))
+			// As the SDK reads it: untrimmed, and never empty.
+			page.IsTruncated, err = strconv.ParseBool(s)
 			return err
 		}
 		page.NextContinuationToken = s
@@ -151,11 +179,11 @@ func (page *listPage) set(path []string, raw []byte) error {
 	case "ETag":
 		o.ETag = s
 	case "Size":
-		if s == "" {
-			o.Size = 0
-			return nil
+		// Digits only, as the SDK reads a size: no sign, no spaces.
+		if s == "" || strings.Trim(s, "0123456789") != "" {
+			return fmt.Errorf("Size %.20q", s)
 		}
-		o.Size, err = strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		o.Size, err = strconv.ParseInt(s, 10, 64)
 	}
 	return err
 }

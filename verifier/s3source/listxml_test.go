@@ -31,12 +31,12 @@ var listPageSeeds = []string{
         <Key>db/a &amp; b &lt;c&gt; &#xE9;&#233; ü.dump</Key>
         <LastModified>2026-01-01T00:03:12.000Z</LastModified>
         <ETag>"9b2cf535f27731c974343645a3985328-2"</ETag>
-        <Size> 1048576 </Size>
+        <Size>1048576</Size>
     </Contents>
 </ListBucketResult>`,
 	`<ListBucketResult/>`,
 	`<ListBucketResult><Contents><Key>a&amp;b&#38;&apos;&#39;&gt;&#62;</Key><ETag>&#34;d41d8cd98f00b204e9800998ecf8427e&#34;</ETag></Contents></ListBucketResult>`,
-	`<ListBucketResult><IsTruncated>1</IsTruncated><Contents/><Contents><Key/><Size></Size></Contents></ListBucketResult>`,
+	`<ListBucketResult><IsTruncated>1</IsTruncated><Contents/><Contents><Key/><Size>0</Size></Contents></ListBucketResult>`,
 	`<ListBucketResult><Contents><Key>a` + "\r\n" + `b&#13;</Key></Contents></ListBucketResult>`,
 	`<Error><Code>NoSuchBucket</Code></Error>`,
 	`<ListBucketResult><Contents><Key>a<!-- x -->b</Key></Contents></ListBucketResult>`,
@@ -47,6 +47,13 @@ var listPageSeeds = []string{
 	`<ListBucketResult><Contents><Size>12x</Size></Contents></ListBucketResult>`,
 	`<ListBucketResult><Contents><Key>trunc`,
 	`<?xml version="1.0" encoding="ISO-8859-1"?><ListBucketResult/>`,
+	// what the SDK fails or reads otherwise: read by the SDK
+	`<ListBucketResult><Contents><Size> 5 </Size></Contents></ListBucketResult>`,
+	`<ListBucketResult><Contents><Size></Size></Contents></ListBucketResult>`,
+	`<ListBucketResult><IsTruncated></IsTruncated></ListBucketResult>`,
+	`<ListBucketResult><isTruncated>true</isTruncated><nextContinuationToken>p2</nextContinuationToken></ListBucketResult>`,
+	`<ListBucketResult><contents><key>db/b.dump</key></contents></ListBucketResult>`,
+	`<ListBucketResult>` + strings.Repeat("<a>", 17) + strings.Repeat("</a>", 17) + `</ListBucketResult>`,
 }
 
 // TestParseListPage: what S3 stores send is read as encoding/xml reads it,
