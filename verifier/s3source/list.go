@@ -72,7 +72,6 @@ const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b785
 // fastList is ListObjectsV2 of one bucket prefix as a plain signed GET.
 type fastList struct {
 	c      *Client
-	path   string // endpoint path joined with the operation's "/"
 	base   url.URL
 	header http.Header // the endpoint's own headers
 	region string      // the signing region
@@ -195,7 +194,7 @@ func (f *fastList) list(ctx context.Context, prefix string, add func(key string,
 		for _, o := range page.Contents {
 			mod, err := time.Parse(time.RFC3339Nano, o.LastModified)
 			if err != nil {
-				return fmt.Errorf("LastModified %q: %w", o.LastModified, err)
+				return fmt.Errorf("bad LastModified %q: %w", o.LastModified, err)
 			}
 			add(o.Key, o.Size, o.ETag, mod)
 		}

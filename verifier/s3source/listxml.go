@@ -181,7 +181,7 @@ func (page *listPage) set(path []string, raw []byte) error {
 	case "Size":
 		// Digits only, as the SDK reads a size: no sign, no spaces.
 		if s == "" || strings.Trim(s, "0123456789") != "" {
-			return fmt.Errorf("Size %.20q", s)
+			return fmt.Errorf("bad Size %.20q", s)
 		}
 		o.Size, err = strconv.ParseInt(s, 10, 64)
 	}
