@@ -11,7 +11,8 @@ import (
 )
 
 // A thousand jobs polling every minute are spread over the minute: no
-// second holds more than a handful, and each keeps its slot.
+// second holds more than a handful, and each keeps its slot. Those of one
+// second run at the same instant.
 func TestPollSpreadsJobsOverTheInterval(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	perSecond := map[int64]int{}
@@ -25,6 +26,11 @@ func TestPollSpreadsJobsOverTheInterval(t *testing.T) {
 			t.Fatalf("job %d: two slots %s apart, want 1m", i, b.Sub(a))
 		}
 		perSecond[n.Unix()]++
+		// Jobs wake on whole seconds, so those sharing a second share one
+		// wake-up of the process, whatever the time now.
+		if n2 := p.Next(now.Add(123456789)); n2.Nanosecond() != 0 {
+			t.Fatalf("job %d: next at %s, not on a whole second", i, n2.Format(time.RFC3339Nano))
+		}
 	}
 	most := 0
 	for _, c := range perSecond {
