@@ -8,9 +8,9 @@ import (
 	"github.com/robfig/cron/v3"
 )
 
-// MinWait is the least time between two runs of a Loop, whatever the plan
-// says: a cron spec that never fires again, or a clock that jumps, must not
-// make a loop spin.
+// MinWait is the least time between the starts of two runs of a Loop,
+// whatever the plan says: a cron spec that never fires again, or a clock
+// that jumps, must not make a loop spin.
 const MinWait = time.Second
 
 // Poll plans a repeating job such as a watch loop's scans: every Every, at a
@@ -18,7 +18,8 @@ const MinWait = time.Second
 // same interval do not all run in the same second, and each keeps its slot
 // across restarts), and also shortly after each time a cron schedule names
 // (Settle later, plus the key's share of a minute at most). Phases are whole
-// seconds: jobs sharing a second run at the same instant.
+// seconds: with an Every of whole seconds, jobs sharing a second run at the
+// same instant.
 type Poll struct {
 	every  time.Duration
 	phase  time.Duration // in [0, every)
@@ -44,8 +45,8 @@ func NewPoll(key string, every time.Duration, at cron.Schedule, settle time.Dura
 }
 
 // Next is the next time the job runs after now: its next slot, or the cron
-// schedule's next time plus settle if that comes first; never sooner than
-// MinWait after now.
+// schedule's next time plus settle if that comes first. Loop keeps two runs
+// at least MinWait apart.
 func (p Poll) Next(now time.Time) time.Time {
 	e := int64(p.every)
 	off := (now.UnixNano() - int64(p.phase)) % e
@@ -58,27 +59,34 @@ func (p Poll) Next(now time.Time) time.Time {
 			next = c.Add(p.settle)
 		}
 	}
-	if floor := now.Add(MinWait); next.Before(floor) {
-		// On a whole second still, with the other jobs of that second.
-		next = floor
-		if r := floor.Truncate(time.Second); !r.Equal(floor) {
-			next = r.Add(time.Second)
-		}
-	}
 	return next
 }
 
 // Loop runs fn at once, then at each time next names after fn returns, until
-// ctx ends; it waits at least MinWait between two runs whatever next says.
+// ctx ends. Two runs start at least MinWait apart whatever next says; a run
+// pushed back that way starts on a whole second, with the other jobs of that
+// second. The floor counts from when a run was due, not from its end, so a
+// job polling every second whose scan takes a few milliseconds still runs
+// every second.
 func Loop(ctx context.Context, now func() time.Time, next func(time.Time) time.Time, fn func(context.Context)) {
+	// planned is when this run was due: timers fire a little late, and the
+	// floor counts from the plan so that lateness does not skip a slot.
+	planned := now()
 	for {
 		fn(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		t := now()
-		wait := max(next(t).Sub(t), MinWait)
-		timer := time.NewTimer(wait)
+		at := next(t)
+		if floor := planned.Add(MinWait); at.Before(floor) {
+			at = floor
+			if r := floor.Truncate(time.Second); r.Before(floor) {
+				at = r.Add(time.Second)
+			}
+		}
+		planned = at
+		timer := time.NewTimer(at.Sub(t))
 		select {
 		case <-ctx.Done():
 			timer.Stop()

@@ -28,7 +28,7 @@ func TestPollSpreadsJobsOverTheInterval(t *testing.T) {
 		perSecond[n.Unix()]++
 		// Jobs wake on whole seconds, so those sharing a second share one
 		// wake-up of the process, whatever the time now.
-		if n2 := p.Next(now.Add(123456789)); n2.Nanosecond() != 0 {
+		if n2 := p.Next(now.Add(123456789)); n2.Nanosecond() != 0 || !n2.After(now.Add(123456789)) {
 			t.Fatalf("job %d: next at %s, not on a whole second", i, n2.Format(time.RFC3339Nano))
 		}
 	}
@@ -57,13 +57,41 @@ func TestPollCronAndFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = NewPoll("a", time.Minute, never, 5*time.Second)
-	if d := p.Next(now).Sub(now); d < MinWait {
-		t.Errorf("with a cron spec that never fires, next is in %s", d)
+	if d := p.Next(now).Sub(now); d <= 0 || d > time.Minute {
+		t.Errorf("with a cron spec that never fires, next is in %s, want its next slot", d)
 	}
-	// Whatever the plan says, never sooner than MinWait.
+	// A poll shorter than MinWait polls every MinWait.
 	p = NewPoll("a", time.Millisecond, nil, 0)
-	if d := p.Next(now).Sub(now); d < MinWait {
-		t.Errorf("poll of 1ms: next in %s, want at least %s", d, MinWait)
+	if d := p.Next(now).Sub(now); d != MinWait {
+		t.Errorf("poll of 1ms: next in %s, want %s", d, MinWait)
+	}
+}
+
+// A job polling every second whose scan takes a few milliseconds runs every
+// second, on whole seconds: the floor counts from a run's start, not its end.
+func TestLoopPollEverySecond(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4500*time.Millisecond)
+	defer cancel()
+	p := NewPoll("a", time.Second, nil, 0)
+	var starts []time.Time
+	Loop(ctx, time.Now, p.Next, func(context.Context) {
+		starts = append(starts, time.Now())
+		time.Sleep(20 * time.Millisecond)
+	})
+	// At once, then from the second whole second on, every second (the
+	// run after the first waits for MinWait, rounded up to a whole second).
+	if len(starts) < 4 {
+		t.Fatalf("%d runs in 4.5 s with poll 1s, want at least 4: %v", len(starts), starts)
+	}
+	for i, s := range starts[1:] {
+		if ms := s.Nanosecond() / 1e6; ms > 300 {
+			t.Errorf("run %d started %d ms past a whole second", i+1, ms)
+		}
+		if i > 0 {
+			if gap := s.Sub(starts[i]); gap < 700*time.Millisecond || gap > 1300*time.Millisecond {
+				t.Errorf("runs %d and %d started %s apart, want 1s", i, i+1, gap)
+			}
+		}
 	}
 }
 
