@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"runtime"
+	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,7 +116,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v float64, lv ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, lv...)
 	}
-	for _, s := range c.snap.Statuses() {
+	statuses := c.snap.Statuses()
+	for _, s := range statuses {
 		t := s.Target
 		var verified time.Time
 		if s.LastVerified != nil {
@@ -150,14 +152,74 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(downloadFail, b2f(s.DownloadFailing), t)
 		counter(verifiedTotal, float64(s.VerifiedTotal), t)
-		for _, r := range verifier.Reasons {
-			counter(verifyFailures, float64(s.Failures[r]), t, string(r))
-		}
 		gauge(backupMissed, b2f(s.Missed), t)
 		gauge(scanLastOK, unix(s.ScanLastOK), t)
 		counter(scanErrors, float64(s.ScanErrors), t)
 		collectDrill(s, gauge, counter)
 	}
+	collectByLabel(statuses, gauge, counter)
+}
+
+// collectByLabel sends the families with a label besides target, ordered as
+// the registry sorts them: by that label (its name sorts before "target"),
+// then by target. Sent target by target, their sort was a sixth of a scrape
+// of 1,000 targets; in order, it is one pass (BenchmarkScrape).
+func collectByLabel(statuses []verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
+	for _, r := range sortedStrings(verifier.Reasons) {
+		for _, s := range statuses {
+			counter(verifyFailures, float64(s.Failures[verifier.Reason(r)]), s.Target, r)
+		}
+	}
+	for _, p := range sortedStrings(verifier.Phases) {
+		ph := verifier.Phase(p)
+		for _, s := range statuses {
+			dr := s.Drill
+			counter(drillFailures, float64(dr.Failures[ph]), s.Target, p)
+			if dr.Last == nil {
+				continue
+			}
+			gauge(drillFailPhase, b2f(!dr.Last.OK && dr.Last.FailedPhase == ph), s.Target, p)
+			if r := dr.Last.Phase(ph); r != nil {
+				gauge(drillPhase, float64(r.Seconds), s.Target, p)
+			}
+		}
+	}
+	// Check names differ by target: by name, then target (a stable sort of
+	// the checks taken in target order).
+	type check struct {
+		target string
+		c      verifier.CheckResult
+	}
+	var checks []check
+	for _, s := range statuses {
+		if last := s.Drill.LastChecked; last != nil {
+			for _, c := range last.Checks {
+				checks = append(checks, check{s.Target, c})
+			}
+		}
+	}
+	sort.SliceStable(checks, func(i, j int) bool { return checks[i].c.Name < checks[j].c.Name })
+	for _, k := range checks {
+		gauge(checkOK, b2f(k.c.OK), k.target, k.c.Name)
+		if k.c.Value == nil {
+			continue
+		}
+		if k.c.Kind == verifier.CheckFreshness {
+			gauge(checkLag, *k.c.Value, k.target, k.c.Name)
+		} else {
+			gauge(checkValue, *k.c.Value, k.target, k.c.Name)
+		}
+	}
+}
+
+// sortedStrings is vs as strings, sorted.
+func sortedStrings[T ~string](vs []T) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = string(v)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func collectDrill(s verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
@@ -177,34 +239,11 @@ func collectDrill(s verifier.Status, gauge, counter func(*prometheus.Desc, float
 	}
 	counter(drillsTotal, float64(dr.Total), t)
 	counter(drillsAborted, float64(dr.Aborted), t)
-	for _, p := range verifier.Phases {
-		counter(drillFailures, float64(dr.Failures[p]), t, string(p))
-		if dr.Last == nil {
-			continue
-		}
-		gauge(drillFailPhase, b2f(!dr.Last.OK && dr.Last.FailedPhase == p), t, string(p))
-		if ph := dr.Last.Phase(p); ph != nil {
-			gauge(drillPhase, float64(ph.Seconds), t, string(p))
-		}
-	}
 	gauge(rtoTarget, s.RTOTarget.Seconds(), t)
 	gauge(drillBackup, backupTS, t)
 	gauge(drillInterval, s.DrillInterval.Seconds(), t)
 	gauge(drillInProgress, b2f(dr.InProgress), t)
 	gauge(nextDrill, unix(s.NextDrill), t)
-	if last := dr.LastChecked; last != nil {
-		for _, c := range last.Checks {
-			gauge(checkOK, b2f(c.OK), t, c.Name)
-			if c.Value == nil {
-				continue
-			}
-			if c.Kind == verifier.CheckFreshness {
-				gauge(checkLag, *c.Value, t, c.Name)
-			} else {
-				gauge(checkValue, *c.Value, t, c.Name)
-			}
-		}
-	}
 }
 
 // BuildInfo says which build is running.
