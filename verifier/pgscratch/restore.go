@@ -195,6 +195,10 @@ func parseRestoreOutput(r io.Reader) restoreOutput {
 		}
 		if msg, ok := strings.CutPrefix(line, "pg_restore: error: "); ok {
 			msg = strings.TrimPrefix(msg, "could not execute query: ")
+			// A carriage return ends the message as a newline would:
+			// what follows it on the line is not pg_restore's error text
+			// and may be row data.
+			msg, _, _ = strings.Cut(msg, "\r")
 			out.errors = append(out.errors, restoreError{entry: entry, msg: msg})
 			if parallel {
 				out.parallelErrors++
