@@ -2,21 +2,19 @@ package s3source
 
 import (
 	"context"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/backupverify/backupverify/verifier"
 )
 
 // FastLists is how many listings went out without the SDK's middleware.
 func FastLists(c *Client) int64 { return c.fastLists.Load() }
 
-// ListSDK lists through the SDK's paginator only.
-func ListSDK(ctx context.Context, s *Source) ([]string, error) {
-	var keys []string
-	err := s.listSDK(ctx, func(key string, size int64, etag string, mod time.Time) {
-		keys = append(keys, key+" "+strconv.FormatInt(size, 10)+" "+strings.Trim(etag, `"`)+" "+mod.UTC().Format(time.RFC3339Nano))
-	})
-	return keys, err
+// ListSDK lists through the SDK's paginator only, as List keeps objects.
+func ListSDK(ctx context.Context, s *Source) ([]verifier.Object, error) {
+	var out []verifier.Object
+	err := s.listSDK(ctx, s.collect(&out))
+	return out, err
 }
 
 // SetListMaxKeys makes the fast listing ask for pages of n keys (0: the

@@ -23,7 +23,8 @@ import (
 
 // A poll is one ListObjectsV2 per target, a thousand a minute in a large
 // daemon, and the SDK's middleware stack (about fifty steps, each a closure
-// and a context value) made up most of a poll's CPU. So a listing goes out
+// and a context value) was half of the daemon's CPU profile at 1,000
+// targets. So a listing goes out
 // as one plain request the SDK's own parts build: the endpoint from its
 // resolver (region, FIPS, dual-stack, path style), the HTTP client it was
 // configured with (CA bundle, proxy, timeouts), credentials from its cache,
@@ -35,9 +36,9 @@ import (
 //   - a page that fails in any way (transport, status, XML) makes the whole
 //     listing again through the SDK, with its retries and its error messages;
 //   - a failure a store may recover from (a transport error, 429, 5xx,
-//     credentials not to be had yet)
-//     pauses the short way for every target of the client for a minute, so
-//     an outage adds about one request a minute, not one a poll;
+//     credentials not to be had yet) pauses the short way for every target
+//     of the client for a minute, so an outage adds about one request a
+//     minute, not one a poll;
 //   - a source whose short listings keep failing otherwise while the SDK's
 //     succeed (a store that reads our request differently, a clock the SDK
 //     corrects for) stops trying for an hour, with a warning in the log.
@@ -333,21 +334,26 @@ func (s *Source) listSDK(ctx context.Context, add func(key string, size int64, e
 	return nil
 }
 
-// List lists the objects below the prefix: the fast way where it applies,
-// else (or when it fails) through the SDK.
-func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
-	var out []verifier.Object
-	add := func(key string, size int64, etag string, mod time.Time) {
+// collect returns what a listing calls for each object: it appends to out
+// the object's key below the prefix, leaving out folder markers.
+func (s *Source) collect(out *[]verifier.Object) func(key string, size int64, etag string, mod time.Time) {
+	return func(key string, size int64, etag string, mod time.Time) {
 		key = strings.TrimPrefix(key, s.prefix)
 		if key == "" || strings.HasSuffix(key, "/") {
 			return
 		}
-		out = append(out, verifier.Object{Key: key, Size: size, ETag: strings.Trim(etag, `"`), LastModified: mod.UTC()})
+		*out = append(*out, verifier.Object{Key: key, Size: size, ETag: strings.Trim(etag, `"`), LastModified: mod.UTC()})
 	}
+}
+
+// List lists the objects below the prefix: the fast way where it applies,
+// else (or when it fails) through the SDK.
+func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
+	var out []verifier.Object
+	add := s.collect(&out)
 	s.fastOnce.Do(func() { s.fast = newFastList(ctx, s.c, s.bucket, s.prefix) })
 	if s.fast.enabled(clock()) {
-		var err error
-		s.c.workers.run(func() { err = s.fast.list(ctx, s.prefix, add) })
+		err := s.fast.list(ctx, s.prefix, add)
 		if err == nil {
 			s.fast.ok()
 			s.c.fastLists.Add(1)
@@ -368,67 +374,4 @@ func (s *Source) List(ctx context.Context) ([]verifier.Object, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-// workers run listings on a few long-lived goroutines. A target's poll
-// goroutine runs once a minute, and between its runs the garbage collector
-// shrinks its stack, so each listing on it grew the stack again, copy by
-// copy (a tenth of a poll's CPU at 1,000 targets). A worker busy every few
-// seconds keeps its stack grown. When every worker is busy the caller lists
-// itself, so the pool never queues a listing; an idle worker exits.
-type workers struct {
-	jobs chan func()
-	mu   sync.Mutex
-	n    int
-}
-
-const (
-	maxListWorkers = 8
-	workerIdle     = 2 * time.Minute
-)
-
-// run runs fn on a worker, or on the caller's goroutine when all are busy. A
-// panic in fn is raised again in the caller, whose recovery then handles it
-// as before (one target's scan fails; the daemon lives on).
-func (w *workers) run(fn func()) {
-	done := make(chan any, 1)
-	job := func() {
-		defer func() { done <- recover() }()
-		fn()
-	}
-	select {
-	case w.jobs <- job:
-	default:
-		w.mu.Lock()
-		start := w.n < maxListWorkers
-		if start {
-			w.n++
-		}
-		w.mu.Unlock()
-		if !start {
-			fn()
-			return
-		}
-		go w.work(job)
-	}
-	if v := <-done; v != nil {
-		panic(v)
-	}
-}
-
-func (w *workers) work(job func()) {
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
-	for {
-		job()
-		idle.Reset(workerIdle)
-		select {
-		case job = <-w.jobs:
-		case <-idle.C:
-			w.mu.Lock()
-			w.n--
-			w.mu.Unlock()
-			return
-		}
-	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/backupverify/backupverify/internal/testenv"
+	"github.com/backupverify/backupverify/verifier"
 	"github.com/backupverify/backupverify/verifier/s3source"
 )
 
@@ -31,13 +32,17 @@ func newTestClient(t testing.TB, endpoint string) *s3source.Client {
 	return c
 }
 
-// listed is what List returned, in ListSDK's form.
+// listed is what List returned, one line per object.
 func listed(t *testing.T, src *s3source.Source) []string {
 	t.Helper()
 	objs, err := src.List(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return lines(objs)
+}
+
+func lines(objs []verifier.Object) []string {
 	var out []string
 	for _, o := range objs {
 		out = append(out, o.Key+" "+strconv.FormatInt(o.Size, 10)+" "+o.ETag+" "+o.LastModified.Format(time.RFC3339Nano))
@@ -69,13 +74,11 @@ func TestFastListMatchesSDK(t *testing.T) {
 	if n := s3source.FastLists(c); n != 1 {
 		t.Fatalf("%d listings went the fast way, want 1", n)
 	}
-	want, err := s3source.ListSDK(t.Context(), src)
+	objs, err := s3source.ListSDK(t.Context(), src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range want {
-		want[i] = strings.TrimPrefix(want[i], prefix)
-	}
+	want := lines(objs)
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) || len(got) != len(keys) {
@@ -271,8 +274,8 @@ func cpuNanos() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-// TestFastListsNeverQueue: listings run on a few long-lived workers, but
-// never wait for one: 24 listings at once are 24 requests at once.
+// TestFastListsNeverQueue: listings never wait for one another: 24
+// listings at once are 24 requests at once.
 func TestFastListsNeverQueue(t *testing.T) {
 	s3 := testenv.StartS3(t)
 	s3.CreateBucket(t, "queue")

@@ -102,26 +102,3 @@ func FuzzParseListPage(f *testing.F) {
 		}
 	})
 }
-
-// TestWorkerPanicReachesCaller: a panic in a listing is raised in the
-// caller's goroutine, where the daemon's recovery turns it into one failed
-// scan, and the worker lives on.
-func TestWorkerPanicReachesCaller(t *testing.T) {
-	w := &workers{jobs: make(chan func())}
-	func() {
-		defer func() {
-			if v := recover(); v != "hostile page" {
-				t.Fatalf("recovered %v", v)
-			}
-		}()
-		w.run(func() { panic("hostile page") })
-	}()
-	ran := false
-	w.run(func() { ran = true })
-	w.mu.Lock()
-	n := w.n
-	w.mu.Unlock()
-	if !ran || n != 1 {
-		t.Fatalf("ran %v on %d workers, want one worker that survived the panic", ran, n)
-	}
-}

@@ -64,7 +64,6 @@ type Client struct {
 	// fastPause is when (Unix ns) listings may try the short way again
 	// after a failure the store may recover from.
 	fastPause atomic.Int64
-	workers   workers
 	log       *slog.Logger
 }
 
@@ -139,8 +138,7 @@ func NewClient(ctx context.Context, opt ClientOptions) (*Client, error) {
 	// replaced the HTTP client (a CA bundle, a defaults mode), and a listing
 	// must go out through the same one.
 	o := client.Options()
-	return &Client{opt: opt, client: client, creds: o.Credentials, http: o.HTTPClient, signer: signer,
-		workers: workers{jobs: make(chan func())}}, nil
+	return &Client{opt: opt, client: client, creds: o.Credentials, http: o.HTTPClient, signer: signer}, nil
 }
 
 // SetLog sets where the client warns of what an operator should know (a
