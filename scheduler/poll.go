@@ -8,7 +8,7 @@ import (
 	"github.com/robfig/cron/v3"
 )
 
-// MinWait is the least time between the starts of two runs of a Loop,
+// MinWait is the least time between the due times of two runs of a Loop,
 // whatever the plan says: a cron spec that never fires again, or a clock
 // that jumps, must not make a loop spin.
 const MinWait = time.Second
@@ -63,11 +63,12 @@ func (p Poll) Next(now time.Time) time.Time {
 }
 
 // Loop runs fn at once, then at each time next names after fn returns, until
-// ctx ends. Two runs start at least MinWait apart whatever next says; a run
-// pushed back that way starts on a whole second, with the other jobs of that
-// second. The floor counts from when a run was due, not from its end, so a
-// job polling every second whose scan takes a few milliseconds still runs
-// every second.
+// ctx ends. Two runs are due at least MinWait apart whatever next says, so a
+// loop never spins; a run pushed back that way is due on a whole second,
+// with the other jobs of that second. The floor counts from when a run was
+// due, not from its end, so a job polling every second whose scan takes a
+// few milliseconds still runs every second (a timer that fired late may
+// bring the next run closer than MinWait, never earlier than its slot).
 func Loop(ctx context.Context, now func() time.Time, next func(time.Time) time.Time, fn func(context.Context)) {
 	// planned is when this run was due: timers fire a little late, and the
 	// floor counts from the plan so that lateness does not skip a slot.
