@@ -260,6 +260,31 @@ func TestEmbeddedRootModeGivesNothingAway(t *testing.T) {
 	os.RemoveAll(filepath.Dir(scratch))
 }
 
+// TestEmbeddedClusterTakesItsMemorySettings: the settings ScratchSettings
+// derives from a large memory limit reach the running cluster, with
+// shared_buffers held at 128 MiB.
+func TestEmbeddedClusterTakesItsMemorySettings(t *testing.T) {
+	bins, err := pgscratch.FindBins(os.Getenv("BACKUPVERIFY_PG_BIN_DIR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := pgscratch.ScratchSettings(64<<30, 2, 1)
+	e := &pgscratch.Embedded{Bins: bins, Dir: testenv.ScratchDir(t), Instance: "77777777777777777777777777777777",
+		Log: quiet(), Now: time.Now, Settings: settings}
+	ctx := context.Background()
+	db, err := e.Create(ctx, "t", custom15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	for name, want := range map[string]float64{"shared_buffers": 128 << 20, "maintenance_work_mem": 1 << 30} {
+		got, _, err := db.Query(ctx, "SELECT pg_size_bytes(current_setting('"+name+"'))::float8", time.Minute)
+		if err != nil || got != want {
+			t.Errorf("%s = %v bytes (err %v), want %v (settings %v)", name, got, err, want, settings)
+		}
+	}
+}
+
 // TestNewClusterFailureLeavesNoSocketFolder: a cluster whose initdb fails
 // removes its short socket folder (bvsock-*) from the temporary folder.
 func TestNewClusterFailureLeavesNoSocketFolder(t *testing.T) {

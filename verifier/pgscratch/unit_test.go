@@ -24,8 +24,8 @@ func TestScratchMemory(t *testing.T) {
 		{512 * mib, 1, 1, 64 * mib, 192 * mib}, // budget 256 MiB
 		{512 * mib, 4, 1, 64 * mib, 48 * mib},
 		{512 * mib, 4, 2, 32 * mib, 24 * mib},
-		{64 * gib, 2, 1, gib, gib},             // capped at 1 GiB each
-		{8 * gib, 8, 1, gib, 384 * mib},        // budget 4 GiB: (4-1) GiB / 8
+		{64 * gib, 2, 1, 128 * mib, gib},       // capped: 128 MiB, 1 GiB
+		{8 * gib, 8, 1, 128 * mib, 496 * mib},  // budget 4 GiB: (4 GiB-128 MiB) / 8
 		{3 * mib, 1, 1, 384 << 10, 1152 << 10}, // tiny
 		{1 * mib, 2, 1, 128 << 10, 1 << 20},    // tinier: PostgreSQL's minimums
 	}
