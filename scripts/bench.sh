@@ -75,6 +75,13 @@ done
 sed -e "s|state-big|state-big-pr|" -e "s|    checksum: manifest|    checksum: manifest\n    verify: {reader: pg_restore}|" "$W/big.yml" > "$W/big-pr.yml"
 BIG=$(stat -c %s "$W/big.dump")
 
+# settle: each timed run starts with no dirty pages left by the one before. A restore leaves
+# about its data's size dirty in the page cache (neither server fsyncs); the kernel writes it
+# back some 30 s later, inside whichever run comes next, and on this kind of machine that
+# costs that run seconds. The manual sequence's database stays until its next run, a
+# drill's cluster is removed at once, so without this the order of the runs decides.
+settle() { sync; }
+
 # stamp CMD...: wall seconds into $W/secs, and the peak RSS (VmHWM, KiB) of CMD's own process,
 # not its children's (pg_restore, initdb), into $W/kib, sampled every 50 ms until it exits.
 stamp() {
@@ -101,6 +108,7 @@ drill() {
   local bin="$1" n="$2" tag="$3"
   mkdir -p "$W/state-$n"
   find "$W/state-$n" -mindepth 1 -maxdepth 1 ! -name template ! -name instance-id ! -name scratch -exec rm -rf {} +
+  settle
   stamp "$bin" drill --config "$W/$n.yml" --format json --log-format json
   python3 - "$W/out" "$(cat "$W/kib")" >> "$W/drill-$tag" <<'PY'
 import json, sys
@@ -132,11 +140,13 @@ drill "$W/backupverify" small warmup
 echo "bench: drill vs manual sequence, $RUNS runs each, alternating (jobs $JOBS)"
 for i in $(seq "$RUNS"); do
   drill "$W/backupverify" big after
+  settle
   stamp bash -c manual_seq; cat "$W/secs" >> "$W/manual-secs"
   if [ -n "$BEFORE" ]; then drill "$W/backupverify-before" big before; fi
 done
 drill "$W/backupverify" small small
 echo "bench: verify pass vs pg_restore -f /dev/null, $RUNS runs each, alternating"
+settle
 for i in $(seq "$RUNS"); do
   stamp "$W/backupverify" verify --config "$W/big.yml" --log-format json
   echo "$(cat "$W/secs") $(cat "$W/kib")" >> "$W/verify-big"
