@@ -115,8 +115,8 @@ func hasController(list, c string) bool {
 // are read into it whole by the index builds, where larger ones go through
 // a small ring. At 1 GiB, a restore of an 830 MiB dump took 310,000 minor
 // faults and 16.4 CPU-seconds of server time; at 128 MiB, 84,000 and 15.1
-// (medians of five, alternating). The restored data stays in the page cache
-// either way, and the checks read it from there.
+// (medians of five, alternating). Scans by the checks of tables over 32 MiB
+// go through a ring at either size.
 const maxSharedBuffers = int64(128) << 20
 
 // ScratchMemory divides limit among concurrent embedded clusters, each
@@ -124,8 +124,8 @@ const maxSharedBuffers = int64(128) << 20
 // is for the daemon, pg_restore and the page cache); a quarter of that is
 // shared_buffers (at most maxSharedBuffers), and the remainder is split
 // between the jobs' maintenance_work_mem (index builds, at most 1 GiB
-// each). So shared_buffers + jobs × maintenance_work_mem never exceeds
-// limit.
+// each). So, for limits above 16 MiB (below, PostgreSQL's minimums win),
+// shared_buffers + jobs × maintenance_work_mem never exceeds limit.
 // Values are in bytes, rounded down to kB; limit 0 (unknown) gives
 // PostgreSQL's defaults (0, 0).
 func ScratchMemory(limit int64, jobs, concurrent int) (sharedBuffers, maintenanceWorkMem int64) {
