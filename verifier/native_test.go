@@ -3,12 +3,15 @@ package verifier
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/backupverify/backupverify/verifier/pgdump"
 )
 
 // tinyDump is a real pg_dump 15 custom archive (a table and a large object)
@@ -86,5 +89,37 @@ func TestVerifyCustomReader(t *testing.T) {
 				t.Errorf("archive info %+v", r.Archive)
 			}
 		})
+	}
+}
+
+// spillFailingArchive stands for an archive reader whose own temporary file
+// failed part-way: no verdict on the backup.
+type spillFailingArchive struct{}
+
+func (spillFailingArchive) ReadArchive(_ context.Context, r io.Reader) error {
+	_, _ = io.CopyN(io.Discard, r, 100)
+	return fmt.Errorf("%w: the 4096 bytes read back at 0 are not those written", pgdump.ErrSpill)
+}
+
+// TestVerifySpillFailureIsNoVerdict: a failure of the reader's spill file is
+// download_error, which the watch loop retries, never unreadable_archive,
+// which would call a good backup broken; the rest of the backup is still
+// read and hashed.
+func TestVerifySpillFailureIsNoVerdict(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	body := tinyDump(t)
+	src := &memSource{objs: map[string][]byte{"db.dump": body}, mod: map[string]time.Time{"db.dump": t0},
+		sums: map[string]string{"db.dump": hexsum(body)}}
+	b := Backup{Object: Object{Key: "db.dump", Size: int64(len(body)), LastModified: t0}, ChecksumKind: ChecksumS3}
+	r, err := VerifyTo(context.Background(), src, spillFailingArchive{}, b, nil, func() time.Time { return t0 },
+		CopyOptions{Limits: VerifySpec{PgRestoreOnly: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.OK || r.Reason != ReasonDownloadError || !strings.Contains(r.Error, "spill file") {
+		t.Errorf("ok %v, reason %q (%s); want download_error naming the spill file", r.OK, r.Reason, r.Error)
+	}
+	if r.SHA256 != hexsum(body) || r.BytesRead != int64(len(body)) {
+		t.Errorf("read %d bytes, sha256 %s; want all %d hashed", r.BytesRead, r.SHA256, len(body))
 	}
 }
