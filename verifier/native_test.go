@@ -31,6 +31,14 @@ func tinyDump(t *testing.T) []byte {
 	return []byte(s)
 }
 
+// oneDump is a source holding body as db.dump, its S3 checksum right, and
+// that backup.
+func oneDump(body []byte, t0 time.Time) (*memSource, Backup) {
+	src := &memSource{objs: map[string][]byte{"db.dump": body}, mod: map[string]time.Time{"db.dump": t0},
+		sums: map[string]string{"db.dump": hexsum(body)}}
+	return src, Backup{Object: Object{Key: "db.dump", Size: int64(len(body)), LastModified: t0}, ChecksumKind: ChecksumS3}
+}
+
 // countingArchive stands for pg_restore: it consumes the archive and counts calls.
 type countingArchive struct{ calls int }
 
@@ -67,9 +75,7 @@ func TestVerifyCustomReader(t *testing.T) {
 		{"reader: pg_restore", good, "", ReaderPgRestore, 1, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			src := &memSource{objs: map[string][]byte{"db.dump": c.body}, mod: map[string]time.Time{"db.dump": t0},
-				sums: map[string]string{"db.dump": hexsum(c.body)}}
-			b := Backup{Object: Object{Key: "db.dump", Size: int64(len(c.body)), LastModified: t0}, ChecksumKind: ChecksumS3}
+			src, b := oneDump(c.body, t0)
 			ar := &countingArchive{}
 			r, err := VerifyTo(context.Background(), src, ar, b, nil, now, CopyOptions{Limits: VerifySpec{PgRestoreOnly: c.pgRestore}})
 			if err != nil {
@@ -108,9 +114,7 @@ func (spillFailingArchive) ReadArchive(_ context.Context, r io.Reader) error {
 func TestVerifySpillFailureIsNoVerdict(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	body := tinyDump(t)
-	src := &memSource{objs: map[string][]byte{"db.dump": body}, mod: map[string]time.Time{"db.dump": t0},
-		sums: map[string]string{"db.dump": hexsum(body)}}
-	b := Backup{Object: Object{Key: "db.dump", Size: int64(len(body)), LastModified: t0}, ChecksumKind: ChecksumS3}
+	src, b := oneDump(body, t0)
 	r, err := VerifyTo(context.Background(), src, spillFailingArchive{}, b, nil, func() time.Time { return t0 },
 		CopyOptions{Limits: VerifySpec{PgRestoreOnly: true}})
 	if err != nil {

@@ -269,7 +269,7 @@ func TestEmbeddedClusterTakesItsMemorySettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	settings := pgscratch.ScratchSettings(64<<30, 2, 1)
-	e := &pgscratch.Embedded{Bins: bins, Dir: testenv.ScratchDir(t), Instance: "77777777777777777777777777777777",
+	e := &pgscratch.Embedded{Bins: bins, Dir: testenv.ScratchDir(t), Instance: "abababababababababababababababab",
 		Log: quiet(), Now: time.Now, Settings: settings}
 	ctx := context.Background()
 	db, err := e.Create(ctx, "t", custom15)
