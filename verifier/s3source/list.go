@@ -43,8 +43,9 @@ import (
 //     succeed (a store that reads our request differently, a clock the SDK
 //     corrects for) stops trying for an hour, with a warning in the log.
 
-// maxListBody bounds a ListObjectsV2 answer: 1,000 keys of 1,024 bytes with
-// their sizes, dates and ETags fit in about 1.3 MB.
+// maxListBody bounds a ListObjectsV2 answer, direct or through the SDK
+// (listbound.go): 1,000 keys of 1,024 bytes with their sizes, dates and
+// ETags fit in about 1.3 MB.
 const maxListBody = 8 << 20
 
 // fastMissLimit is how many listings in a row may fail the short way and
@@ -316,7 +317,7 @@ func (s *Source) listSDK(ctx context.Context, add func(key string, size int64, e
 	})
 	var pages pageGuard
 	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+		page, err := p.NextPage(ctx, boundListing)
 		if err != nil {
 			return fmt.Errorf("list %s: %w", s, describe(err))
 		}

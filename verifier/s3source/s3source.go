@@ -319,8 +319,13 @@ func (b *body) Close() error {
 }
 
 // describe shortens SDK errors to what an operator needs: the API error code
-// and message, or the transport error.
+// and message, a listing's answer refused (listbound.go), or the transport
+// error.
 func describe(err error) error {
+	var le *listAnswerError
+	if errors.As(err, &le) {
+		return le
+	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		return fmt.Errorf("%s: %s", ae.ErrorCode(), ae.ErrorMessage())
