@@ -26,7 +26,8 @@ type listAnswerError struct{ msg string }
 
 func (e *listAnswerError) Error() string { return e.msg }
 
-// rootPeek is how much of a 2xx answer is read to find its root element.
+// rootPeek is how much of a 2xx answer is read to find its root element;
+// a root later than that (S3's is within 100 bytes) is refused.
 const rootPeek = 4 << 10
 
 // boundListing holds each ListObjectsV2 answer of one call to the above.
@@ -81,8 +82,11 @@ func checkRoot(status string, head []byte, whole bool) error {
 		if err == io.EOF && whole {
 			return &listAnswerError{fmt.Sprintf("ListObjectsV2 answered %s with no XML element, not a <ListBucketResult>: %.200q", status, head)}
 		}
+		if err != nil && whole {
+			return &listAnswerError{fmt.Sprintf("ListObjectsV2 answered %s with a body that is not XML (%v), not a <ListBucketResult>: %.200q", status, err, head)}
+		}
 		if err != nil {
-			return &listAnswerError{fmt.Sprintf("ListObjectsV2 answered %s with no XML root element in its first %d bytes (%v), not a <ListBucketResult>: %.200q",
+			return &listAnswerError{fmt.Sprintf("ListObjectsV2 answered %s with no XML element in its first %d bytes (%v), not a <ListBucketResult>: %.200q",
 				status, len(head), err, head)}
 		}
 		if se, ok := t.(xml.StartElement); ok {

@@ -58,6 +58,9 @@ func TestListRefusesAnswersThatAreNoListing(t *testing.T) {
 		{"a declaration alone", `<?xml version="1.0" encoding="UTF-8"?>`, "with no XML element, not a <ListBucketResult>"},
 		{"captive portal (XHTML)", `<!DOCTYPE html><html xmlns="http://www.w3.org/1999/xhtml"><head><title>Wi-Fi</title></head>` +
 			`<body><p>Sign in to continue</p></body></html>`, `ListObjectsV2 answered 200 OK with <html>, not a <ListBucketResult>: "<!DOCTYPE html><html`},
+		{"captive portal (HTML)", "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>Wi-Fi</title></head><body>Sign in</body></html>",
+			"ListObjectsV2 answered 200 OK with a body that is not XML (XML syntax error on line 2: unquoted or missing attribute value in element), not a <ListBucketResult>: \"<!DOCTYPE html>\\n<html"},
+		{"not XML", "OK\n", `ListObjectsV2 answered 200 OK with no XML element, not a <ListBucketResult>: "OK\n"`},
 		{"an error document", `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>` +
 			`<Message>We encountered an internal error. Please try again.</Message></Error>`, "InternalError: We encountered an internal error. Please try again."},
 		{"another S3 answer", `<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>`, "with <ListAllMyBucketsResult>, not a <ListBucketResult>"},
