@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/backupverify/backupverify/verifier"
 )
@@ -110,104 +111,105 @@ func b2f(b bool) float64 {
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
-	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
-	}
-	counter := func(d *prometheus.Desc, v float64, lv ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, lv...)
-	}
 	statuses := c.snap.Statuses()
-	for _, s := range statuses {
-		t := s.Target
+	e := newEmitter(ch)
+	targets := e.targetLabels(statuses)
+	for i, s := range statuses {
+		t := targets[i]
 		var verified time.Time
 		if s.LastVerified != nil {
 			verified = s.LastVerified.Created
 		}
-		gauge(watchStart, unix(s.Since), t)
+		e.gauge(watchStart, unix(s.Since), t)
 		if s.Newest != nil {
-			gauge(backupLast, unix(s.Newest.Created), t)
-			gauge(backupSize, float64(s.Newest.Size), t)
+			e.gauge(backupLast, unix(s.Newest.Created), t)
+			e.gauge(backupSize, float64(s.Newest.Size), t)
 		} else {
-			gauge(backupLast, 0, t)
+			e.gauge(backupLast, 0, t)
 		}
-		gauge(backupVerified, unix(verified), t)
+		e.gauge(backupVerified, unix(verified), t)
 		// Never verified: the age of the epoch, so that rpo > rpo_target.
 		rpoSecs := float64(now.UnixNano()) / 1e9
 		if d, ok := s.RPO(now); ok {
 			rpoSecs = d.Seconds()
 		}
-		gauge(rpo, rpoSecs, t)
-		gauge(rpoTarget, s.RPOTarget.Seconds(), t)
-		gauge(backupsPresent, float64(s.Present), t)
+		e.gauge(rpo, rpoSecs, t)
+		e.gauge(rpoTarget, s.RPOTarget.Seconds(), t)
+		e.gauge(backupsPresent, float64(s.Present), t)
 		if !s.Oldest.IsZero() {
-			gauge(backupOldest, unix(s.Oldest), t)
+			e.gauge(backupOldest, unix(s.Oldest), t)
 		}
 		// Unknown until a verification gives a verdict: a fresh install or
 		// an empty bucket is not a failed checksum (RPO says what is wrong there).
 		if s.LastResult != nil {
-			gauge(checksumOK, b2f(s.LastResult.OK), t)
+			e.gauge(checksumOK, b2f(s.LastResult.OK), t)
 			if a := s.LastResult.Archive; a.Format != "" {
-				gauge(backupInfo, 1, t, a.Format, a.Database, a.DumpVersion)
+				// Label pairs sorted by name, as the registry wants them.
+				e.gauge(backupInfo, 1, e.labels(e.pair(&lnDatabase, a.Database), e.pair(&lnFormat, a.Format),
+					e.pair(&lnDumpVersion, a.DumpVersion), t[0]))
 			}
 		}
-		gauge(downloadFail, b2f(s.DownloadFailing), t)
-		counter(verifiedTotal, float64(s.VerifiedTotal), t)
-		gauge(backupMissed, b2f(s.Missed), t)
-		gauge(scanLastOK, unix(s.ScanLastOK), t)
-		counter(scanErrors, float64(s.ScanErrors), t)
-		collectDrill(s, gauge, counter)
+		e.gauge(downloadFail, b2f(s.DownloadFailing), t)
+		e.counter(verifiedTotal, float64(s.VerifiedTotal), t)
+		e.gauge(backupMissed, b2f(s.Missed), t)
+		e.gauge(scanLastOK, unix(s.ScanLastOK), t)
+		e.counter(scanErrors, float64(s.ScanErrors), t)
+		collectDrill(s, e, t)
 	}
-	collectByLabel(statuses, gauge, counter)
+	collectByLabel(statuses, e, targets)
 }
 
 // collectByLabel sends the families with a label besides target, ordered as
 // the registry sorts them: by that label (its name sorts before "target"),
 // then by target. Sent target by target, their sort was a sixth of a scrape
 // of 1,000 targets; in order, it is one pass (BenchmarkScrape).
-func collectByLabel(statuses []verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
+func collectByLabel(statuses []verifier.Status, e *emitter, targets [][]*dto.LabelPair) {
 	for _, r := range sortedStrings(verifier.Reasons) {
-		for _, s := range statuses {
-			counter(verifyFailures, float64(s.Failures[verifier.Reason(r)]), s.Target, r)
+		rp := e.pair(&lnReason, r)
+		for i, s := range statuses {
+			e.counter(verifyFailures, float64(s.Failures[verifier.Reason(r)]), e.labels(rp, targets[i][0]))
 		}
 	}
 	for _, p := range sortedStrings(verifier.Phases) {
-		ph := verifier.Phase(p)
-		for _, s := range statuses {
+		ph, pp := verifier.Phase(p), e.pair(&lnPhase, p)
+		for i, s := range statuses {
 			dr := s.Drill
-			counter(drillFailures, float64(dr.Failures[ph]), s.Target, p)
+			l := e.labels(pp, targets[i][0])
+			e.counter(drillFailures, float64(dr.Failures[ph]), l)
 			if dr.Last == nil {
 				continue
 			}
-			gauge(drillFailPhase, b2f(!dr.Last.OK && dr.Last.FailedPhase == ph), s.Target, p)
+			e.gauge(drillFailPhase, b2f(!dr.Last.OK && dr.Last.FailedPhase == ph), l)
 			if r := dr.Last.Phase(ph); r != nil {
-				gauge(drillPhase, float64(r.Seconds), s.Target, p)
+				e.gauge(drillPhase, float64(r.Seconds), l)
 			}
 		}
 	}
 	// Check names differ by target: by name, then target (a stable sort of
 	// the checks taken in target order).
 	type check struct {
-		target string
+		target *dto.LabelPair
 		c      verifier.CheckResult
 	}
 	var checks []check
-	for _, s := range statuses {
+	for i, s := range statuses {
 		if last := s.Drill.LastChecked; last != nil {
 			for _, c := range last.Checks {
-				checks = append(checks, check{s.Target, c})
+				checks = append(checks, check{targets[i][0], c})
 			}
 		}
 	}
 	sort.SliceStable(checks, func(i, j int) bool { return checks[i].c.Name < checks[j].c.Name })
 	for _, k := range checks {
-		gauge(checkOK, b2f(k.c.OK), k.target, k.c.Name)
+		l := e.labels(e.pair(&lnCheck, k.c.Name), k.target)
+		e.gauge(checkOK, b2f(k.c.OK), l)
 		if k.c.Value == nil {
 			continue
 		}
 		if k.c.Kind == verifier.CheckFreshness {
-			gauge(checkLag, *k.c.Value, k.target, k.c.Name)
+			e.gauge(checkLag, *k.c.Value, l)
 		} else {
-			gauge(checkValue, *k.c.Value, k.target, k.c.Name)
+			e.gauge(checkValue, *k.c.Value, l)
 		}
 	}
 }
@@ -222,28 +224,28 @@ func sortedStrings[T ~string](vs []T) []string {
 	return out
 }
 
-func collectDrill(s verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
-	t, dr := s.Target, s.Drill
+func collectDrill(s verifier.Status, e *emitter, t []*dto.LabelPair) {
+	dr := s.Drill
 	var lastRun, lastOK, backupTS float64
 	if dr.Last != nil {
 		lastRun = unix(dr.Last.Ended)
 	}
 	if dr.LastOK != nil {
 		lastOK, backupTS = unix(dr.LastOK.Ended), unix(dr.LastOK.Backup.Created)
-		gauge(rto, float64(dr.LastOK.RTOSeconds), t)
+		e.gauge(rto, float64(dr.LastOK.RTOSeconds), t)
 	}
-	gauge(drillLastRun, lastRun, t)
-	gauge(drillLastSuccess, lastOK, t)
+	e.gauge(drillLastRun, lastRun, t)
+	e.gauge(drillLastSuccess, lastOK, t)
 	if dr.Last != nil { // absent until the first drill: a new target has not failed
-		gauge(drillSuccess, b2f(dr.Last.OK), t)
+		e.gauge(drillSuccess, b2f(dr.Last.OK), t)
 	}
-	counter(drillsTotal, float64(dr.Total), t)
-	counter(drillsAborted, float64(dr.Aborted), t)
-	gauge(rtoTarget, s.RTOTarget.Seconds(), t)
-	gauge(drillBackup, backupTS, t)
-	gauge(drillInterval, s.DrillInterval.Seconds(), t)
-	gauge(drillInProgress, b2f(dr.InProgress), t)
-	gauge(nextDrill, unix(s.NextDrill), t)
+	e.counter(drillsTotal, float64(dr.Total), t)
+	e.counter(drillsAborted, float64(dr.Aborted), t)
+	e.gauge(rtoTarget, s.RTOTarget.Seconds(), t)
+	e.gauge(drillBackup, backupTS, t)
+	e.gauge(drillInterval, s.DrillInterval.Seconds(), t)
+	e.gauge(drillInProgress, b2f(dr.InProgress), t)
+	e.gauge(nextDrill, unix(s.NextDrill), t)
 }
 
 // BuildInfo says which build is running.

@@ -118,7 +118,7 @@ func TestExpositionMatchesLegacy(t *testing.T) {
 	serve := func(c prometheus.Collector) *httptest.Server {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(c)
-		return httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		return httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	}
 	got, want := serve(NewCollector(s, now)), serve(&legacyCollector{snap: s, now: now})
 	defer got.Close()
@@ -134,6 +134,9 @@ func TestExpositionMatchesLegacy(t *testing.T) {
 		g, w := scrape(t, got.URL, accept), scrape(t, want.URL, accept)
 		if !bytes.Equal(g, w) {
 			t.Errorf("Accept %s: exposition differs (%d vs %d bytes)\n%s", accept, len(g), len(w), firstDiff(g, w))
+		}
+		if bytes.HasPrefix([]byte(accept), []byte("application/openmetrics")) && !bytes.HasSuffix(w, []byte("# EOF\n")) {
+			t.Errorf("Accept %s: not answered in OpenMetrics", accept)
 		}
 		if accept == "text/plain;version=0.0.4" {
 			for _, l := range bytes.Split(w, []byte("\n")) {
