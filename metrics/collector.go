@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"errors"
 	"runtime"
 	"sort"
 	"time"
@@ -26,9 +27,18 @@ type Snapshotter interface {
 var names = []string{ns + "_build_info", ns + "_config_last_reload_successful", ns + "_config_last_reload_success_timestamp_seconds",
 	ns + "_state_write_errors_total", ns + "_report_errors_total", ns + "_loop_restarts_total"}
 
-func desc(name, help string, labels ...string) *prometheus.Desc {
+// family is a per-target metric: its Desc for the registry, its name and
+// help for the families Collector.families builds itself.
+type family struct {
+	desc       *prometheus.Desc
+	name, help string
+	idx        int // in allDescs
+}
+
+func desc(name, help string, labels ...string) *family {
 	names = append(names, ns+"_"+name)
-	return prometheus.NewDesc(ns+"_"+name, help, append([]string{"target"}, labels...), nil)
+	return &family{desc: prometheus.NewDesc(ns+"_"+name, help, append([]string{"target"}, labels...), nil),
+		name: ns + "_" + name, help: help}
 }
 
 // Names returns the name of every backupverify_* metric the daemon exports.
@@ -71,10 +81,20 @@ var (
 	checkLag         = desc("check_lag_seconds", "A freshness check's lag: the backup's time minus the newest row's, at least 0.", "check")
 )
 
-var allDescs = []*prometheus.Desc{watchStart, backupLast, backupVerified, rpo, rpoTarget, backupSize, backupInfo,
+var allDescs = []*family{watchStart, backupLast, backupVerified, rpo, rpoTarget, backupSize, backupInfo,
 	backupsPresent, backupOldest, checksumOK, downloadFail, verifiedTotal, verifyFailures, backupMissed, scanLastOK, scanErrors,
 	drillLastRun, drillLastSuccess, drillSuccess, drillFailPhase, drillsTotal, drillsAborted, drillFailures, rto, rtoTarget,
 	drillPhase, drillBackup, drillInterval, drillInProgress, nextDrill, checkOK, checkValue, checkLag}
+
+// byName is allDescs by metric name.
+var byName = map[string]*family{}
+
+func init() {
+	for i, f := range allDescs {
+		f.idx = i
+		byName[f.name] = f
+	}
+}
 
 // Collector builds the per-target series from snapshots at scrape time.
 type Collector struct {
@@ -89,8 +109,8 @@ func NewCollector(snap Snapshotter, now func() time.Time) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range allDescs {
-		ch <- d
+	for _, f := range allDescs {
+		ch <- f.desc
 	}
 }
 
@@ -108,11 +128,24 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector: the series families builds.
+// NewRegistry's registry does not call it; its Gather takes the families.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	fams, _ := c.families()
+	for _, mf := range fams {
+		d := byName[mf.GetName()].desc
+		for _, m := range mf.Metric {
+			ch <- constSeries{d, m}
+		}
+	}
+}
+
+// families builds the per-target families of a scrape, sorted as a
+// registry sorts them.
+func (c *Collector) families() ([]*dto.MetricFamily, error) {
 	now := c.now()
 	statuses := c.snap.Statuses()
-	e := newEmitter(ch)
+	e := newEmitter(len(statuses))
 	targets := e.targetLabels(statuses)
 	for i, s := range statuses {
 		t := targets[i]
@@ -157,12 +190,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		collectDrill(s, e, t)
 	}
 	collectByLabel(statuses, e, targets)
+	return e.finish()
 }
 
-// collectByLabel sends the families with a label besides target, ordered as
+// collectByLabel builds the families with a label besides target, ordered as
 // the registry sorts them: by that label (its name sorts before "target"),
-// then by target. Sent target by target, their sort was a sixth of a scrape
-// of 1,000 targets; in order, it is one pass (BenchmarkScrape).
+// then by target (statuses come sorted by target). Built target by target,
+// their sort was a sixth of a scrape of 1,000 targets; in order, finish's
+// check is one pass (BenchmarkScrape).
 func collectByLabel(statuses []verifier.Status, e *emitter, targets [][]*dto.LabelPair) {
 	for _, r := range sortedStrings(verifier.Reasons) {
 		rp := e.pair(&lnReason, r)
@@ -267,6 +302,31 @@ type Registry struct {
 	// LoopRestarts counts loops (watch, drill) that exited unexpectedly,
 	// a panic most likely, and were restarted.
 	LoopRestarts *prometheus.CounterVec
+
+	targets *Collector
+}
+
+// describer registers the per-target families' descriptors, so that nothing
+// else registers their names; their series come from Registry.Gather.
+type describer struct{}
+
+func (describer) Describe(ch chan<- *prometheus.Desc) { (*Collector)(nil).Describe(ch) }
+func (describer) Collect(chan<- prometheus.Metric)    {}
+
+// Gather implements prometheus.Gatherer: the registry's families and the
+// per-target ones, which the Collector builds as families directly (see
+// series.go), sorted by name as the registry sorts them.
+func (r *Registry) Gather() ([]*dto.MetricFamily, error) {
+	mfs, err := r.Registry.Gather()
+	own, oerr := r.targets.families()
+	if err == nil {
+		err = oerr
+	} else if oerr != nil {
+		err = errors.Join(err, oerr)
+	}
+	mfs = append(mfs, own...)
+	sort.Slice(mfs, func(i, j int) bool { return mfs[i].GetName() < mfs[j].GetName() })
+	return mfs, err
 }
 
 // Report error ops, the values of report_errors_total's op label.
@@ -301,7 +361,8 @@ func NewRegistry(snap Snapshotter, now func() time.Time, bi BuildInfo) *Registry
 		Help: "A metric with a constant 1, labelled by version, revision and Go version."},
 		[]string{"version", "revision", "goversion"})
 	build.WithLabelValues(bi.Version, bi.Revision, runtime.Version()).Set(1)
-	r.MustRegister(NewCollector(snap, now), build, r.ReloadOK, r.ReloadSuccess, r.StateWriteErrors, r.ReportErrors, r.LoopRestarts,
+	r.targets = NewCollector(snap, now)
+	r.MustRegister(describer{}, build, r.ReloadOK, r.ReloadSuccess, r.StateWriteErrors, r.ReportErrors, r.LoopRestarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }

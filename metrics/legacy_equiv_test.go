@@ -7,11 +7,14 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/backupverify/backupverify/verifier"
 )
@@ -108,21 +111,95 @@ func manyTargets(n int) snaps {
 	return out
 }
 
-// TestExpositionMatchesLegacy: the target collector's scrape of 600 varied
-// targets is byte for byte the one the former construction (a
-// MustNewConstMetric per series, legacyCollector) gives, in every format
-// promhttp negotiates.
+// TestExpositionMatchesLegacy: the scrape of 600 varied targets is byte for
+// byte the one the former construction (a MustNewConstMetric per series
+// collected by the registry, legacyCollector) gives, in every format promhttp
+// negotiates: NewRegistry's (the daemon's) and a plain registry's that
+// collects the Collector.
 func TestExpositionMatchesLegacy(t *testing.T) {
 	s := manyTargets(600)
 	now := func() time.Time { return t0 }
-	serve := func(c prometheus.Collector) *httptest.Server {
+	bi := BuildInfo{Version: "v1", Revision: "abc"}
+	serve := func(g prometheus.Gatherer) *httptest.Server {
+		// Without the go_ and process_ families and the daemon-wide
+		// counters' creation times, which change by the scrape or registry.
+		own := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+			mfs, err := g.Gather()
+			var out []*dto.MetricFamily
+			for _, mf := range mfs {
+				if strings.HasPrefix(mf.GetName(), "go_") || strings.HasPrefix(mf.GetName(), "process_") {
+					continue
+				}
+				if byName[mf.GetName()] == nil {
+					for _, m := range mf.Metric {
+						if m.Counter != nil {
+							m.Counter.CreatedTimestamp = nil
+						}
+					}
+				}
+				out = append(out, mf)
+			}
+			return out, err
+		})
+		srv := httptest.NewServer(promhttp.HandlerFor(own, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	plain := func(c prometheus.Collector) *prometheus.Registry {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(c)
-		return httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+		return reg
 	}
-	got, want := serve(NewCollector(s, now)), serve(&legacyCollector{snap: s, now: now})
-	defer got.Close()
-	defer want.Close()
+	registries := func(s snaps) (daemon, legacy *Registry) {
+		daemon = NewRegistry(s, now, bi)
+		// NewRegistry as it was: the legacy collector registered in place
+		// of the per-target families.
+		legacy = NewRegistry(snaps(nil), now, bi)
+		if !legacy.Registry.Unregister(describer{}) {
+			t.Fatal("describer not registered")
+		}
+		legacy.Registry.MustRegister(&legacyCollector{snap: s, now: now})
+		for _, r := range []*Registry{daemon, legacy} {
+			r.ReloadOK.Set(1)
+			r.LoopRestarts.WithLabelValues("drill").Inc()
+		}
+		return daemon, legacy
+	}
+	sorted := append(snaps(nil), s...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Target < sorted[j].Target })
+	d, l := registries(s)
+	ds, ls := registries(sorted)
+	for _, c := range []struct {
+		name      string
+		got, want *httptest.Server
+	}{
+		{"NewRegistry", serve(d), serve(l)},
+		{"NewRegistry sorted", serve(ds), serve(ls)}, // as the daemon's Statuses come
+		{"Collector.Collect", serve(plain(NewCollector(s, now))), serve(plain(&legacyCollector{snap: s, now: now}))},
+	} {
+		t.Run(c.name, func(t *testing.T) { compareScrapes(t, c.got.URL, c.want.URL) })
+	}
+}
+
+// TestGatherRefusesWhatRegistryRefuses: two targets of the same name, or a
+// label value that is not UTF-8, make the Gather fail (promhttp answers 500)
+// as the registry's checks did, instead of serving duplicate or invalid series.
+func TestGatherRefusesWhatRegistryRefuses(t *testing.T) {
+	dup := fixture()
+	dup[1].Target = dup[0].Target
+	bad := fixture()
+	bad[0].Drill.LastChecked = &verifier.DrillResult{Checks: []verifier.CheckResult{{Name: "count:" + string([]byte{0xff})}}}
+	for name, s := range map[string]snaps{"duplicate target": dup, "invalid UTF-8": bad} {
+		reg := NewRegistry(s, func() time.Time { return t0 }, BuildInfo{})
+		if _, err := reg.Gather(); err == nil {
+			t.Errorf("%s: Gather gave no error", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}
+
+func compareScrapes(t *testing.T, got, want string) {
 	families := map[string]bool{}
 	for _, accept := range []string{
 		"text/plain;version=0.0.4",
@@ -131,7 +208,7 @@ func TestExpositionMatchesLegacy(t *testing.T) {
 		"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
 		"text/plain;version=1.0.0;escaping=allow-utf-8",
 	} {
-		g, w := scrape(t, got.URL, accept), scrape(t, want.URL, accept)
+		g, w := scrape(t, got, accept), scrape(t, want, accept)
 		if !bytes.Equal(g, w) {
 			t.Errorf("Accept %s: exposition differs (%d vs %d bytes)\n%s", accept, len(g), len(w), firstDiff(g, w))
 		}
@@ -147,12 +224,9 @@ func TestExpositionMatchesLegacy(t *testing.T) {
 		}
 	}
 	// The comparison covers every family of the collector.
-	for _, d := range allDescs {
-		name := d.String()
-		name = name[len(`Desc{fqName: "`):]
-		name = name[:bytes.IndexByte([]byte(name), '"')]
-		if !families[name] {
-			t.Errorf("%s is absent from the compared scrape", name)
+	for _, f := range allDescs {
+		if !families[f.name] {
+			t.Errorf("%s is absent from the compared scrape", f.name)
 		}
 	}
 }

@@ -18,20 +18,20 @@ type legacyCollector struct {
 }
 
 func (c *legacyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range allDescs {
-		ch <- d
+	for _, f := range allDescs {
+		ch <- f.desc
 	}
 }
 
 // Collect is Collector.Collect as it was before series were built as
-// sharedSeries: one MustNewConstMetric per series.
+// families: one MustNewConstMetric per series.
 func (c *legacyCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
-	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
+	gauge := func(f *family, v float64, lv ...string) {
+		ch <- prometheus.MustNewConstMetric(f.desc, prometheus.GaugeValue, v, lv...)
 	}
-	counter := func(d *prometheus.Desc, v float64, lv ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, lv...)
+	counter := func(f *family, v float64, lv ...string) {
+		ch <- prometheus.MustNewConstMetric(f.desc, prometheus.CounterValue, v, lv...)
 	}
 	statuses := c.snap.Statuses()
 	for _, s := range statuses {
@@ -81,7 +81,7 @@ func (c *legacyCollector) Collect(ch chan<- prometheus.Metric) {
 // the registry sorts them: by that label (its name sorts before "target"),
 // then by target. Sent target by target, their sort was a sixth of a scrape
 // of 1,000 targets; in order, it is one pass (BenchmarkScrape).
-func legacyCollectByLabel(statuses []verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
+func legacyCollectByLabel(statuses []verifier.Status, gauge, counter func(*family, float64, ...string)) {
 	for _, r := range sortedStrings(verifier.Reasons) {
 		for _, s := range statuses {
 			counter(verifyFailures, float64(s.Failures[verifier.Reason(r)]), s.Target, r)
@@ -129,7 +129,7 @@ func legacyCollectByLabel(statuses []verifier.Status, gauge, counter func(*prome
 	}
 }
 
-func legacyCollectDrill(s verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
+func legacyCollectDrill(s verifier.Status, gauge, counter func(*family, float64, ...string)) {
 	t, dr := s.Target, s.Drill
 	var lastRun, lastOK, backupTS float64
 	if dr.Last != nil {
