@@ -111,13 +111,13 @@ func manyTargets(n int) snaps {
 	return out
 }
 
-// TestExpositionMatchesLegacy: the scrape of 600 varied targets is byte for
+// TestExpositionMatchesLegacy: the scrape of 250 varied targets is byte for
 // byte the one the former construction (a MustNewConstMetric per series
 // collected by the registry, legacyCollector) gives, in every format promhttp
 // negotiates: NewRegistry's (the daemon's) and a plain registry's that
 // collects the Collector.
 func TestExpositionMatchesLegacy(t *testing.T) {
-	s := manyTargets(600)
+	s := manyTargets(250)
 	now := func() time.Time { return t0 }
 	bi := BuildInfo{Version: "v1", Revision: "abc"}
 	serve := func(g prometheus.Gatherer) *httptest.Server {
