@@ -128,7 +128,8 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// Collect implements prometheus.Collector: the series families builds.
+// Collect implements prometheus.Collector: the series families builds (what
+// its error reports, the collecting registry's own checks refuse).
 // NewRegistry's registry does not call it; its Gather takes the families.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	fams, _ := c.families()
