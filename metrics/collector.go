@@ -4,12 +4,14 @@
 package metrics
 
 import (
+	"errors"
 	"runtime"
 	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/backupverify/backupverify/verifier"
 )
@@ -25,9 +27,18 @@ type Snapshotter interface {
 var names = []string{ns + "_build_info", ns + "_config_last_reload_successful", ns + "_config_last_reload_success_timestamp_seconds",
 	ns + "_state_write_errors_total", ns + "_report_errors_total", ns + "_loop_restarts_total"}
 
-func desc(name, help string, labels ...string) *prometheus.Desc {
+// family is a per-target metric: its Desc for the registry, its name and
+// help for the families Collector.families builds itself.
+type family struct {
+	desc       *prometheus.Desc
+	name, help string
+	idx        int // in allDescs
+}
+
+func desc(name, help string, labels ...string) *family {
 	names = append(names, ns+"_"+name)
-	return prometheus.NewDesc(ns+"_"+name, help, append([]string{"target"}, labels...), nil)
+	return &family{desc: prometheus.NewDesc(ns+"_"+name, help, append([]string{"target"}, labels...), nil),
+		name: ns + "_" + name, help: help}
 }
 
 // Names returns the name of every backupverify_* metric the daemon exports.
@@ -70,10 +81,20 @@ var (
 	checkLag         = desc("check_lag_seconds", "A freshness check's lag: the backup's time minus the newest row's, at least 0.", "check")
 )
 
-var allDescs = []*prometheus.Desc{watchStart, backupLast, backupVerified, rpo, rpoTarget, backupSize, backupInfo,
+var allDescs = []*family{watchStart, backupLast, backupVerified, rpo, rpoTarget, backupSize, backupInfo,
 	backupsPresent, backupOldest, checksumOK, downloadFail, verifiedTotal, verifyFailures, backupMissed, scanLastOK, scanErrors,
 	drillLastRun, drillLastSuccess, drillSuccess, drillFailPhase, drillsTotal, drillsAborted, drillFailures, rto, rtoTarget,
 	drillPhase, drillBackup, drillInterval, drillInProgress, nextDrill, checkOK, checkValue, checkLag}
+
+// byName is allDescs by metric name.
+var byName = map[string]*family{}
+
+func init() {
+	for i, f := range allDescs {
+		f.idx = i
+		byName[f.name] = f
+	}
+}
 
 // Collector builds the per-target series from snapshots at scrape time.
 type Collector struct {
@@ -88,8 +109,8 @@ func NewCollector(snap Snapshotter, now func() time.Time) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range allDescs {
-		ch <- d
+	for _, f := range allDescs {
+		ch <- f.desc
 	}
 }
 
@@ -107,107 +128,124 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector: the series families builds (what
+// its error reports, the collecting registry's own checks refuse).
+// NewRegistry's registry does not call it; its Gather takes the families.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	fams, _ := c.families()
+	for _, mf := range fams {
+		d := byName[mf.GetName()].desc
+		for _, m := range mf.Metric {
+			ch <- constSeries{d, m}
+		}
+	}
+}
+
+// families builds the per-target families of a scrape, sorted as a
+// registry sorts them.
+func (c *Collector) families() ([]*dto.MetricFamily, error) {
 	now := c.now()
-	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
-	}
-	counter := func(d *prometheus.Desc, v float64, lv ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, lv...)
-	}
 	statuses := c.snap.Statuses()
-	for _, s := range statuses {
-		t := s.Target
+	e := newEmitter(len(statuses))
+	targets := e.targetLabels(statuses)
+	for i, s := range statuses {
+		t := targets[i]
 		var verified time.Time
 		if s.LastVerified != nil {
 			verified = s.LastVerified.Created
 		}
-		gauge(watchStart, unix(s.Since), t)
+		e.gauge(watchStart, unix(s.Since), t)
 		if s.Newest != nil {
-			gauge(backupLast, unix(s.Newest.Created), t)
-			gauge(backupSize, float64(s.Newest.Size), t)
+			e.gauge(backupLast, unix(s.Newest.Created), t)
+			e.gauge(backupSize, float64(s.Newest.Size), t)
 		} else {
-			gauge(backupLast, 0, t)
+			e.gauge(backupLast, 0, t)
 		}
-		gauge(backupVerified, unix(verified), t)
+		e.gauge(backupVerified, unix(verified), t)
 		// Never verified: the age of the epoch, so that rpo > rpo_target.
 		rpoSecs := float64(now.UnixNano()) / 1e9
 		if d, ok := s.RPO(now); ok {
 			rpoSecs = d.Seconds()
 		}
-		gauge(rpo, rpoSecs, t)
-		gauge(rpoTarget, s.RPOTarget.Seconds(), t)
-		gauge(backupsPresent, float64(s.Present), t)
+		e.gauge(rpo, rpoSecs, t)
+		e.gauge(rpoTarget, s.RPOTarget.Seconds(), t)
+		e.gauge(backupsPresent, float64(s.Present), t)
 		if !s.Oldest.IsZero() {
-			gauge(backupOldest, unix(s.Oldest), t)
+			e.gauge(backupOldest, unix(s.Oldest), t)
 		}
 		// Unknown until a verification gives a verdict: a fresh install or
 		// an empty bucket is not a failed checksum (RPO says what is wrong there).
 		if s.LastResult != nil {
-			gauge(checksumOK, b2f(s.LastResult.OK), t)
+			e.gauge(checksumOK, b2f(s.LastResult.OK), t)
 			if a := s.LastResult.Archive; a.Format != "" {
-				gauge(backupInfo, 1, t, a.Format, a.Database, a.DumpVersion)
+				// Label pairs sorted by name, as the registry wants them.
+				e.gauge(backupInfo, 1, e.labels(e.pair(&lnDatabase, a.Database), e.pair(&lnFormat, a.Format),
+					e.pair(&lnDumpVersion, a.DumpVersion), t[0]))
 			}
 		}
-		gauge(downloadFail, b2f(s.DownloadFailing), t)
-		counter(verifiedTotal, float64(s.VerifiedTotal), t)
-		gauge(backupMissed, b2f(s.Missed), t)
-		gauge(scanLastOK, unix(s.ScanLastOK), t)
-		counter(scanErrors, float64(s.ScanErrors), t)
-		collectDrill(s, gauge, counter)
+		e.gauge(downloadFail, b2f(s.DownloadFailing), t)
+		e.counter(verifiedTotal, float64(s.VerifiedTotal), t)
+		e.gauge(backupMissed, b2f(s.Missed), t)
+		e.gauge(scanLastOK, unix(s.ScanLastOK), t)
+		e.counter(scanErrors, float64(s.ScanErrors), t)
+		collectDrill(s, e, t)
 	}
-	collectByLabel(statuses, gauge, counter)
+	collectByLabel(statuses, e, targets)
+	return e.finish()
 }
 
-// collectByLabel sends the families with a label besides target, ordered as
+// collectByLabel builds the families with a label besides target, ordered as
 // the registry sorts them: by that label (its name sorts before "target"),
-// then by target. Sent target by target, their sort was a sixth of a scrape
-// of 1,000 targets; in order, it is one pass (BenchmarkScrape).
-func collectByLabel(statuses []verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
+// then by target (statuses come sorted by target). Built target by target,
+// their sort was a sixth of a scrape of 1,000 targets; in order, finish's
+// check is one pass (BenchmarkScrape).
+func collectByLabel(statuses []verifier.Status, e *emitter, targets [][]*dto.LabelPair) {
 	for _, r := range sortedStrings(verifier.Reasons) {
-		for _, s := range statuses {
-			counter(verifyFailures, float64(s.Failures[verifier.Reason(r)]), s.Target, r)
+		rp := e.pair(&lnReason, r)
+		for i, s := range statuses {
+			e.counter(verifyFailures, float64(s.Failures[verifier.Reason(r)]), e.labels(rp, targets[i][0]))
 		}
 	}
 	for _, p := range sortedStrings(verifier.Phases) {
-		ph := verifier.Phase(p)
-		for _, s := range statuses {
+		ph, pp := verifier.Phase(p), e.pair(&lnPhase, p)
+		for i, s := range statuses {
 			dr := s.Drill
-			counter(drillFailures, float64(dr.Failures[ph]), s.Target, p)
+			l := e.labels(pp, targets[i][0])
+			e.counter(drillFailures, float64(dr.Failures[ph]), l)
 			if dr.Last == nil {
 				continue
 			}
-			gauge(drillFailPhase, b2f(!dr.Last.OK && dr.Last.FailedPhase == ph), s.Target, p)
+			e.gauge(drillFailPhase, b2f(!dr.Last.OK && dr.Last.FailedPhase == ph), l)
 			if r := dr.Last.Phase(ph); r != nil {
-				gauge(drillPhase, float64(r.Seconds), s.Target, p)
+				e.gauge(drillPhase, float64(r.Seconds), l)
 			}
 		}
 	}
 	// Check names differ by target: by name, then target (a stable sort of
 	// the checks taken in target order).
 	type check struct {
-		target string
+		target *dto.LabelPair
 		c      verifier.CheckResult
 	}
 	var checks []check
-	for _, s := range statuses {
+	for i, s := range statuses {
 		if last := s.Drill.LastChecked; last != nil {
 			for _, c := range last.Checks {
-				checks = append(checks, check{s.Target, c})
+				checks = append(checks, check{targets[i][0], c})
 			}
 		}
 	}
 	sort.SliceStable(checks, func(i, j int) bool { return checks[i].c.Name < checks[j].c.Name })
 	for _, k := range checks {
-		gauge(checkOK, b2f(k.c.OK), k.target, k.c.Name)
+		l := e.labels(e.pair(&lnCheck, k.c.Name), k.target)
+		e.gauge(checkOK, b2f(k.c.OK), l)
 		if k.c.Value == nil {
 			continue
 		}
 		if k.c.Kind == verifier.CheckFreshness {
-			gauge(checkLag, *k.c.Value, k.target, k.c.Name)
+			e.gauge(checkLag, *k.c.Value, l)
 		} else {
-			gauge(checkValue, *k.c.Value, k.target, k.c.Name)
+			e.gauge(checkValue, *k.c.Value, l)
 		}
 	}
 }
@@ -222,28 +260,28 @@ func sortedStrings[T ~string](vs []T) []string {
 	return out
 }
 
-func collectDrill(s verifier.Status, gauge, counter func(*prometheus.Desc, float64, ...string)) {
-	t, dr := s.Target, s.Drill
+func collectDrill(s verifier.Status, e *emitter, t []*dto.LabelPair) {
+	dr := s.Drill
 	var lastRun, lastOK, backupTS float64
 	if dr.Last != nil {
 		lastRun = unix(dr.Last.Ended)
 	}
 	if dr.LastOK != nil {
 		lastOK, backupTS = unix(dr.LastOK.Ended), unix(dr.LastOK.Backup.Created)
-		gauge(rto, float64(dr.LastOK.RTOSeconds), t)
+		e.gauge(rto, float64(dr.LastOK.RTOSeconds), t)
 	}
-	gauge(drillLastRun, lastRun, t)
-	gauge(drillLastSuccess, lastOK, t)
+	e.gauge(drillLastRun, lastRun, t)
+	e.gauge(drillLastSuccess, lastOK, t)
 	if dr.Last != nil { // absent until the first drill: a new target has not failed
-		gauge(drillSuccess, b2f(dr.Last.OK), t)
+		e.gauge(drillSuccess, b2f(dr.Last.OK), t)
 	}
-	counter(drillsTotal, float64(dr.Total), t)
-	counter(drillsAborted, float64(dr.Aborted), t)
-	gauge(rtoTarget, s.RTOTarget.Seconds(), t)
-	gauge(drillBackup, backupTS, t)
-	gauge(drillInterval, s.DrillInterval.Seconds(), t)
-	gauge(drillInProgress, b2f(dr.InProgress), t)
-	gauge(nextDrill, unix(s.NextDrill), t)
+	e.counter(drillsTotal, float64(dr.Total), t)
+	e.counter(drillsAborted, float64(dr.Aborted), t)
+	e.gauge(rtoTarget, s.RTOTarget.Seconds(), t)
+	e.gauge(drillBackup, backupTS, t)
+	e.gauge(drillInterval, s.DrillInterval.Seconds(), t)
+	e.gauge(drillInProgress, b2f(dr.InProgress), t)
+	e.gauge(nextDrill, unix(s.NextDrill), t)
 }
 
 // BuildInfo says which build is running.
@@ -265,6 +303,31 @@ type Registry struct {
 	// LoopRestarts counts loops (watch, drill) that exited unexpectedly,
 	// a panic most likely, and were restarted.
 	LoopRestarts *prometheus.CounterVec
+
+	targets *Collector
+}
+
+// describer registers the per-target families' descriptors, so that nothing
+// else registers their names; their series come from Registry.Gather.
+type describer struct{}
+
+func (describer) Describe(ch chan<- *prometheus.Desc) { (*Collector)(nil).Describe(ch) }
+func (describer) Collect(chan<- prometheus.Metric)    {}
+
+// Gather implements prometheus.Gatherer: the registry's families and the
+// per-target ones, which the Collector builds as families directly (see
+// series.go), sorted by name as the registry sorts them.
+func (r *Registry) Gather() ([]*dto.MetricFamily, error) {
+	mfs, err := r.Registry.Gather()
+	own, oerr := r.targets.families()
+	if err == nil {
+		err = oerr
+	} else if oerr != nil {
+		err = errors.Join(err, oerr)
+	}
+	mfs = append(mfs, own...)
+	sort.Slice(mfs, func(i, j int) bool { return mfs[i].GetName() < mfs[j].GetName() })
+	return mfs, err
 }
 
 // Report error ops, the values of report_errors_total's op label.
@@ -299,7 +362,8 @@ func NewRegistry(snap Snapshotter, now func() time.Time, bi BuildInfo) *Registry
 		Help: "A metric with a constant 1, labelled by version, revision and Go version."},
 		[]string{"version", "revision", "goversion"})
 	build.WithLabelValues(bi.Version, bi.Revision, runtime.Version()).Set(1)
-	r.MustRegister(NewCollector(snap, now), build, r.ReloadOK, r.ReloadSuccess, r.StateWriteErrors, r.ReportErrors, r.LoopRestarts,
+	r.targets = NewCollector(snap, now)
+	r.MustRegister(describer{}, build, r.ReloadOK, r.ReloadSuccess, r.StateWriteErrors, r.ReportErrors, r.LoopRestarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }
