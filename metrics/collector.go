@@ -7,6 +7,7 @@ import (
 	"errors"
 	"runtime"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -179,8 +180,10 @@ func (c *Collector) families() ([]*dto.MetricFamily, error) {
 			e.gauge(checksumOK, b2f(s.LastResult.OK), t)
 			if a := s.LastResult.Archive; a.Format != "" {
 				// Label pairs sorted by name, as the registry wants them.
-				e.gauge(backupInfo, 1, e.labels(e.pair(&lnDatabase, a.Database), e.pair(&lnFormat, a.Format),
-					e.pair(&lnDumpVersion, a.DumpVersion), t[0]))
+				// The header's strings are the dump's bytes: a LATIN1
+				// database name is no UTF-8, and would fail the scrape.
+				e.gauge(backupInfo, 1, e.labels(e.pair(&lnDatabase, strings.ToValidUTF8(a.Database, "\uFFFD")),
+					e.pair(&lnFormat, a.Format), e.pair(&lnDumpVersion, strings.ToValidUTF8(a.DumpVersion, "\uFFFD")), t[0]))
 			}
 		}
 		e.gauge(downloadFail, b2f(s.DownloadFailing), t)

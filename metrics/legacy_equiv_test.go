@@ -199,6 +199,38 @@ func TestGatherRefusesWhatRegistryRefuses(t *testing.T) {
 	}
 }
 
+// TestHeaderStringsNotUTF8: a database name in a dump's header is the
+// database's bytes (LATIN1 here); backup_info shows it with U+FFFD for what
+// is not UTF-8, and the scrape succeeds.
+func TestHeaderStringsNotUTF8(t *testing.T) {
+	s := fixture()
+	s[0].LastResult.Archive.Database = "caf\xe9"
+	s[0].LastResult.Archive.DumpVersion = "15.\xff"
+	reg := NewRegistry(s, func() time.Time { return t0 }, BuildInfo{})
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "backupverify_backup_info" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["target"] == s[0].Target {
+				if l["database"] != "caf\uFFFD" || l["pg_dump_version"] != "15.\uFFFD" {
+					t.Errorf("backup_info labels %v", l)
+				}
+				return
+			}
+		}
+	}
+	t.Fatalf("no backup_info series for %s", s[0].Target)
+}
+
 func compareScrapes(t *testing.T, got, want string) {
 	families := map[string]bool{}
 	for _, accept := range []string{
