@@ -23,7 +23,7 @@ test: deps lint
 FUZZ_TARGETS := FuzzArchiveHeader:./verifier FuzzFindSum:./verifier \
 	FuzzParse:./config FuzzGlob:./config \
 	FuzzRestrictFilter:./verifier/pgscratch FuzzParseRestoreErrors:./verifier/pgscratch \
-	FuzzRead:./verifier/pgdump FuzzParseListPage:./verifier/s3source
+	FuzzRead:./verifier/pgdump FuzzInflate:./verifier/pgdump FuzzParseListPage:./verifier/s3source
 FUZZTIME ?= 3s
 
 ## fuzz: run each fuzz target for FUZZTIME (3s) beyond its seed corpus; a crasher is written to testdata/fuzz/

@@ -1,7 +1,6 @@
 package pgdump
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -11,22 +10,37 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
-
-	"github.com/klauspost/compress/flate"
-	"github.com/klauspost/compress/zlib"
 )
 
-// inflater inflates zlib streams (RFC 1950), reusing its buffers and
-// decoder state. The inflated bytes go straight from the decoder's window
-// into the adler32 sum and nowhere else: nothing is copied out.
+// inflater inflates zlib streams (RFC 1950) with the DEFLATE decoder in
+// deflate.go, reusing its buffers and tables from one stream to the next.
+// The inflated bytes go from its window into the adler32 sum and nowhere
+// else.
 type inflater struct {
-	in  *bufio.Reader
-	fr  io.ReadCloser // a flate decoder: an io.WriterTo and a flate.Resetter
-	sum hash.Hash32
+	src      io.Reader
+	srcErr   error // the first error src returned, io.EOF included
+	in       []byte
+	ip, iend int    // unread input is in[ip:iend]
+	bits     uint64 // bit buffer: nb bits, the next one lowest
+	nb       uint
+	win      []byte // output: 32 KiB of history, then new bytes from fl to wp
+	wp, fl   int
+	total    int64 // bytes flushed into sum
+	sum      hash.Hash32
+	lit      [litTableSize]uint32
+	dist     [distTableSize]uint32
+	lens     [286 + 30]uint8
+	longest  [1 << litBits]uint8
 }
 
+var (
+	errHeader     = errors.New("zlib: invalid header")
+	errDictionary = errors.New("zlib: preset dictionary")
+	errChecksum   = errors.New("zlib: invalid checksum")
+)
+
 func newInflater() *inflater {
-	return &inflater{in: bufio.NewReaderSize(nil, 64<<10), sum: adler32.New()}
+	return &inflater{in: make([]byte, 64<<10), win: make([]byte, winSize), sum: adler32.New()}
 }
 
 // inflate reads one zlib stream from src, which must end where the stream
@@ -34,54 +48,53 @@ func newInflater() *inflater {
 // the stream's end is verified. Data after the stream's end is an error:
 // pg_dump never writes it, and pg_restore spins forever on it.
 func (f *inflater) inflate(src io.Reader) (int64, error) {
-	f.in.Reset(src)
+	f.src, f.srcErr = src, nil
+	defer func() { f.src = nil }()
+	f.ip, f.iend, f.bits, f.nb = 0, 0, 0, 0
+	f.wp, f.fl, f.total = 0, 0, 0
+	f.sum.Reset()
 	var b [4]byte
-	if _, err := io.ReadFull(f.in, b[:2]); err != nil {
-		return 0, fmt.Errorf("could not inflate: %w", noEOF(err))
+	if err := f.aligned(b[:2]); err != nil {
+		return 0, fmt.Errorf("could not inflate: %w", err)
 	}
 	if b[0]&0x0f != 8 || b[0]>>4 > 7 || binary.BigEndian.Uint16(b[:2])%31 != 0 {
-		return 0, fmt.Errorf("could not inflate: %w", zlib.ErrHeader)
+		return 0, fmt.Errorf("could not inflate: %w", errHeader)
 	}
 	if b[1]&0x20 != 0 {
 		// A preset dictionary: pg_dump never asks for one, and zlib
 		// cannot inflate without it.
-		return 0, fmt.Errorf("could not inflate: %w", zlib.ErrDictionary)
+		return 0, fmt.Errorf("could not inflate: %w", errDictionary)
 	}
-	if f.fr == nil {
-		f.fr = flate.NewReader(f.in)
-	} else if err := f.fr.(flate.Resetter).Reset(f.in, nil); err != nil {
-		return 0, fmt.Errorf("could not inflate: %w", err)
-	}
-	f.sum.Reset()
-	total, err := f.fr.(io.WriterTo).WriteTo(f.sum)
+	err := f.deflate()
+	f.flush()
 	if err != nil {
-		return total, fmt.Errorf("could not inflate: %w", noEOF(err))
+		return f.total, fmt.Errorf("could not inflate: %w", err)
 	}
-	if _, err := io.ReadFull(f.in, b[:4]); err != nil {
-		return total, fmt.Errorf("could not inflate: %w", noEOF(err))
+	f.drop(f.nb & 7)
+	if err := f.aligned(b[:4]); err != nil {
+		return f.total, fmt.Errorf("could not inflate: %w", err)
 	}
 	if binary.BigEndian.Uint32(b[:4]) != f.sum.Sum32() {
-		return total, fmt.Errorf("could not inflate: %w", zlib.ErrChecksum)
+		return f.total, fmt.Errorf("could not inflate: %w", errChecksum)
 	}
-	if f.in.Buffered() > 0 {
-		return total, errors.New("data after the end of the compressed stream")
+	if f.nb > 0 || f.ip < f.iend {
+		return f.total, errors.New("data after the end of the compressed stream")
+	}
+	if f.srcErr != nil {
+		if f.srcErr != io.EOF {
+			return f.total, f.srcErr
+		}
+		return f.total, nil
 	}
 	var one [1]byte
 	n, err := io.ReadFull(src, one[:])
 	if n > 0 {
-		return total, errors.New("data after the end of the compressed stream")
+		return f.total, errors.New("data after the end of the compressed stream")
 	}
 	if err != io.EOF {
-		return total, err
+		return f.total, err
 	}
-	return total, nil
-}
-
-func noEOF(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return err
+	return f.total, nil
 }
 
 // The parallel path: the archive's goroutine cuts each compressed stream into
