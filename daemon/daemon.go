@@ -117,13 +117,17 @@ func (d *Daemon) Statuses() []verifier.Status {
 	}
 	sched := d.sched
 	d.mu.Unlock()
+	var jobs map[string]scheduler.State
+	if sched != nil {
+		jobs = sched.Jobs()
+	}
 	out := make([]verifier.Status, 0, len(rs))
 	for _, r := range rs {
 		st := r.w.Status()
 		st.Drill = r.d.Status()
-		if sched != nil {
-			st.NextDrill, st.DrillInterval = sched.Next(r.t.Name), sched.Interval(r.t.Name)
-			st.Drill.InProgress = st.Drill.InProgress || sched.Running(r.t.Name)
+		if j, ok := jobs[r.t.Name]; ok {
+			st.NextDrill, st.DrillInterval = j.Next, j.Interval
+			st.Drill.InProgress = st.Drill.InProgress || j.Running
 		}
 		out = append(out, st)
 	}

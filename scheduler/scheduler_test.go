@@ -163,3 +163,41 @@ func TestRunNowStartsWhatItAccepts(t *testing.T) {
 		waitFor(t, func() bool { return !s.Running("a") })
 	}
 }
+
+// TestJobsAgreesWithEachJob: Jobs gives, from one look at the cron, what
+// Next, Interval and Running give job by job; a removed job is gone.
+func TestJobsAgreesWithEachJob(t *testing.T) {
+	s := New(2, quiet())
+	defer s.Stop(5 * time.Second)
+	release := make(chan struct{})
+	defer close(release)
+	specs := map[string]string{"daily": "0 3 * * *", "hourly": "@hourly", "weekly": "30 2 * * 0", "gone": "@daily"}
+	for name, spec := range specs {
+		if err := s.Set(name, spec, func(ctx context.Context, _ string) { <-release }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Remove("gone")
+	if err := s.RunNow("hourly", "manual"); err != nil {
+		t.Fatal(err)
+	}
+	jobs := s.Jobs()
+	if len(jobs) != 3 {
+		t.Fatalf("Jobs has %d jobs, want 3: %v", len(jobs), jobs)
+	}
+	for name := range specs {
+		if name == "gone" {
+			continue
+		}
+		j, want := jobs[name], State{Next: s.Next(name), Interval: s.Interval(name), Running: s.Running(name)}
+		if !j.Next.Equal(want.Next) || j.Interval != want.Interval || j.Running != want.Running || j.Next.IsZero() {
+			t.Errorf("%s: Jobs says %+v, one by one %+v", name, j, want)
+		}
+	}
+	if !jobs["hourly"].Running || jobs["daily"].Running {
+		t.Errorf("running: %+v", jobs)
+	}
+	if jobs["weekly"].Interval != 7*24*time.Hour || jobs["hourly"].Interval != time.Hour {
+		t.Errorf("intervals: %+v", jobs)
+	}
+}
