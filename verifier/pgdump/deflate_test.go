@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"testing"
 
 	kflate "github.com/klauspost/compress/flate"
@@ -101,10 +102,10 @@ func sameVerdict(t testing.TB, f *inflater, name string, stream []byte) {
 	}
 }
 
-// corpus is zlib streams of what a dump's COPY data looks like and of what
-// exercises the decoder: stored, fixed and dynamic blocks, long and
-// overlapping matches, an empty stream, each from Go's two compressors.
-func corpus(tb testing.TB) map[string][]byte {
+// corpusData is what a dump's COPY data looks like and what exercises the
+// decoder: incompressible bytes, hex, rows of text, runs and short periods
+// (overlapping matches), nothing at all.
+func corpusData() map[string][]byte {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	random := make([]byte, 70000)
 	for i := range random {
@@ -118,7 +119,7 @@ func corpus(tb testing.TB) map[string][]byte {
 	for period := 2; period < 10; period++ {
 		runs = append(runs, bytes.Repeat([]byte("0123456789")[:period], 400)...)
 	}
-	data := map[string][]byte{
+	return map[string][]byte{
 		"empty":  nil,
 		"byte":   {'x'},
 		"random": random,
@@ -126,8 +127,17 @@ func corpus(tb testing.TB) map[string][]byte {
 		"rows":   rows.Bytes(),
 		"runs":   runs,
 	}
+}
+
+// corpus is corpusData compressed by Go's two zlib writers at every level
+// (stored, fixed and dynamic blocks), each of the first max bytes of it
+// when max > 0.
+func corpus(tb testing.TB, max ...int) map[string][]byte {
 	out := map[string][]byte{}
-	for name, d := range data {
+	for name, d := range corpusData() {
+		if len(max) > 0 && len(d) > max[0] {
+			d = d[:max[0]]
+		}
 		for _, level := range []int{zlib.NoCompression, zlib.BestSpeed, zlib.DefaultCompression, zlib.BestCompression, zlib.HuffmanOnly} {
 			var b, kb bytes.Buffer
 			w, _ := zlib.NewWriterLevel(&b, level)
@@ -155,17 +165,14 @@ func TestInflateMatchesReference(t *testing.T) {
 	}
 }
 
-// TestInflateEveryCutAndFlip: every truncation of small streams, and every
-// one-bit flip of them, gets the reference's verdict: refused by both, or
-// the same bytes from both.
+// TestInflateEveryCutAndFlip: every truncation, and every one-bit flip, of
+// streams of the first 900 bytes of the corpus's data in each kind of block
+// gets the reference's verdict: refused by both, or the same bytes from both.
 func TestInflateEveryCutAndFlip(t *testing.T) {
 	f := newInflater()
-	c := corpus(t)
-	for _, name := range []string{"byte/go6", "rows/go1", "rows/kp1", "hex/go-2", "runs/go9", "random/go0"} {
+	c := corpus(t, 900)
+	for _, name := range []string{"byte/go6", "rows/go1", "rows/kp1", "hex/go-2", "runs/go9", "random/go0", "rows/kp9"} {
 		s := c[name]
-		if len(s) > 1200 {
-			s = cutStream(t, name, c)
-		}
 		for i := range len(s) {
 			sameVerdict(t, f, fmt.Sprintf("%s cut at %d", name, i), s[:i])
 			for bit := range 8 {
@@ -175,21 +182,6 @@ func TestInflateEveryCutAndFlip(t *testing.T) {
 			}
 		}
 	}
-}
-
-// cutStream compresses the start of a corpus entry's data again, small
-// enough for every flip: the stream keeps its kind of blocks.
-func cutStream(t *testing.T, name string, c map[string][]byte) []byte {
-	full, err := refInflate(c[name])
-	if err != nil {
-		t.Fatal(err)
-	}
-	level := map[string]int{"rows/go1": 1, "rows/kp1": 1, "hex/go-2": -2, "runs/go9": 9, "random/go0": 0}[name]
-	var b bytes.Buffer
-	w, _ := zlib.NewWriterLevel(&b, level)
-	w.Write(full[:min(len(full), 900)])
-	w.Close()
-	return b.Bytes()
 }
 
 // FuzzInflate holds the decoder to the reference on arbitrary streams,
@@ -235,4 +227,153 @@ func BenchmarkInflate(b *testing.B) {
 			}
 		}
 	})
+}
+
+// cZlibVerdicts is a Python program that prints, for each length-prefixed
+// stream on stdin, 1 if C zlib inflates it whole (to its end, nothing after
+// it) and 0 if not.
+const cZlibVerdicts = `
+import sys, zlib, struct
+d = sys.stdin.buffer.read()
+i, out = 0, []
+while i < len(d):
+    (n,) = struct.unpack('<I', d[i:i+4]); s = d[i+4:i+4+n]; i += 4 + n
+    try:
+        o = zlib.decompressobj(); o.decompress(s); ok = o.eof and not o.unused_data
+    except zlib.error:
+        ok = False
+    out.append('1' if ok else '0')
+sys.stdout.write(''.join(out))
+`
+
+// TestInflateMatchesCZlib: on 50,000 streams of the corpus (its data's
+// first 1,500 bytes) with bits flipped or cut short, the decoder refuses what C zlib (the zlib pg_restore
+// links) refuses and accepts what it accepts. It needs python3, whose zlib
+// module is C zlib.
+func TestInflateMatchesCZlib(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not found")
+	}
+	rnd := rand.New(rand.NewPCG(7, 8))
+	var seeds [][]byte
+	for _, s := range corpus(t, 1500) {
+		seeds = append(seeds, s)
+	}
+	f := newInflater()
+	var in bytes.Buffer
+	var ours []byte
+	for range 50000 {
+		s := bytes.Clone(seeds[rnd.IntN(len(seeds))])
+		if rnd.IntN(4) == 0 {
+			s = s[:rnd.IntN(len(s)+1)]
+		} else {
+			for range 1 + rnd.IntN(3) {
+				if len(s) > 2 {
+					s[2+rnd.IntN(len(s)-2)] ^= 1 << rnd.IntN(8)
+				}
+			}
+		}
+		verdict := byte('1')
+		if _, err := ownInflate(f, bytes.NewReader(s)); err != nil {
+			verdict = '0'
+		}
+		ours = append(ours, verdict)
+		in.Write(binary.LittleEndian.AppendUint32(nil, uint32(len(s))))
+		in.Write(s)
+	}
+	cmd := exec.Command(py, "-c", cZlibVerdicts)
+	cmd.Stdin = &in
+	theirs, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python3: %v", err)
+	}
+	if len(theirs) != len(ours) {
+		t.Fatalf("python3 gave %d verdicts for %d streams", len(theirs), len(ours))
+	}
+	accepted := 0
+	for i := range ours {
+		if ours[i] != theirs[i] {
+			t.Errorf("stream %d: ours %c, C zlib %c", i, ours[i], theirs[i])
+		}
+		if ours[i] == '1' {
+			accepted++
+		}
+	}
+	t.Logf("%d streams, %d accepted by both", len(ours), accepted)
+}
+
+// bitWriter packs DEFLATE bits, first bit lowest.
+type bitWriter struct {
+	out  []byte
+	acc  uint64
+	nacc uint
+}
+
+func (w *bitWriter) bits(v uint64, n uint) {
+	w.acc |= v << w.nacc
+	for w.nacc += n; w.nacc >= 8; w.nacc -= 8 {
+		w.out = append(w.out, byte(w.acc))
+		w.acc >>= 8
+	}
+}
+
+func (w *bitWriter) bytes() []byte {
+	if w.nacc > 0 {
+		w.out = append(w.out, byte(w.acc))
+	}
+	return w.out
+}
+
+// oneLiteral is a zlib stream of "a" in one dynamic block declaring nlen
+// literal/length and ndist distance code lengths: 'a' and end-of-block of
+// one bit each, every other length 0, sent with the code-length symbols 18
+// (code 0), 0 (10) and 1 (11).
+func oneLiteral(nlen, ndist int) []byte {
+	w := &bitWriter{out: []byte{0x78, 0x9c}}
+	w.bits(1, 1) // final
+	w.bits(2, 2) // dynamic
+	w.bits(uint64(nlen-257), 5)
+	w.bits(uint64(ndist-1), 5)
+	w.bits(18-4, 4) // lengths for codeOrder's first 18 symbols, up to symbol 1
+	for _, sym := range codeOrder[:18] {
+		w.bits(map[uint8]uint64{18: 1, 0: 2, 1: 2}[sym], 3)
+	}
+	zeros := func(n int) {
+		for ; n >= 11; n -= min(n, 138) {
+			w.bits(0, 1) // 18: 11-138 zeros
+			w.bits(uint64(min(n, 138)-11), 7)
+		}
+		for ; n > 0; n-- {
+			w.bits(1, 1) // 0, code 10 sent first bit first
+			w.bits(0, 1)
+		}
+	}
+	one := func() { w.bits(3, 2) } // 1, code 11
+	zeros('a')
+	one() // 'a'
+	zeros(256 - 'a' - 1)
+	one() // end of block
+	zeros(nlen - 257 + ndist)
+	w.bits(0, 1) // 'a'
+	w.bits(1, 1) // end of block
+	return binary.BigEndian.AppendUint32(w.bytes(), adler32.Checksum([]byte("a")))
+}
+
+// TestInflateSymbolCounts: a dynamic block may declare at most 286
+// literal/length and 30 distance codes, as zlib says ("too many length or
+// distance symbols"), even when the ones past those have no code.
+func TestInflateSymbolCounts(t *testing.T) {
+	f := newInflater()
+	for _, c := range []struct {
+		nlen, ndist int
+		ok          bool
+	}{{257, 1, true}, {286, 30, true}, {287, 1, false}, {288, 1, false}, {286, 31, false}, {286, 32, false}} {
+		s := oneLiteral(c.nlen, c.ndist)
+		out, err := ownInflate(f, bytes.NewReader(s))
+		if (err == nil) != c.ok || (c.ok && string(out) != "a") {
+			t.Errorf("%d literal/length and %d distance codes: %q, %v; want ok %v", c.nlen, c.ndist, out, err, c.ok)
+		}
+		sameVerdict(t, f, fmt.Sprintf("%d/%d codes", c.nlen, c.ndist), s)
+	}
 }
