@@ -394,7 +394,7 @@ func (f *inflater) huffman(lt *[litTableSize]uint32, dt *[distTableSize]uint32) 
 		e := lt[bitbuf&(1<<litBits-1)]
 		if e&kindMask == kindSub {
 			if litBits > nb {
-				return io.ErrUnexpectedEOF
+				return f.inErr()
 			}
 			bitbuf >>= litBits
 			nb -= litBits
@@ -402,10 +402,7 @@ func (f *inflater) huffman(lt *[litTableSize]uint32, dt *[distTableSize]uint32) 
 		}
 		n := uint(e & 31)
 		if n > nb {
-			if e&kindMask == kindBad {
-				return errCode
-			}
-			return io.ErrUnexpectedEOF
+			return f.inErr()
 		}
 		bitbuf >>= n
 		nb -= n
@@ -436,7 +433,7 @@ func (f *inflater) huffman(lt *[litTableSize]uint32, dt *[distTableSize]uint32) 
 		// A length, then its distance.
 		x := uint(e >> 8 & 0xf)
 		if x > nb {
-			return io.ErrUnexpectedEOF
+			return f.inErr()
 		}
 		length := int(e>>16) + int(bitbuf&(1<<x-1))
 		bitbuf >>= x
@@ -444,22 +441,22 @@ func (f *inflater) huffman(lt *[litTableSize]uint32, dt *[distTableSize]uint32) 
 		d := dt[bitbuf&(1<<distBits-1)]
 		if d&kindMask == kindSub {
 			if distBits > nb {
-				return io.ErrUnexpectedEOF
+				return f.inErr()
 			}
 			bitbuf >>= distBits
 			nb -= distBits
 			d = dt[d>>16+uint32(bitbuf)&(1<<(d>>8&0xf)-1)]
 		}
 		n = uint(d & 31)
+		if n > nb {
+			return f.inErr()
+		}
 		if d&kindMask != kindDist {
-			if n > nb && d&kindMask != kindBad {
-				return io.ErrUnexpectedEOF
-			}
 			return errCode
 		}
 		x = uint(d >> 8 & 0xf)
 		if n+x > nb {
-			return io.ErrUnexpectedEOF
+			return f.inErr()
 		}
 		bitbuf >>= n
 		dist := int(d>>16) + int(bitbuf&(1<<x-1))
@@ -502,10 +499,11 @@ func (f *inflater) need(n uint) error {
 	return f.inErr()
 }
 
-// refill loads input bytes into the bit buffer until it holds more than
-// 56 bits or the input ends.
+// refill loads input bytes into the bit buffer until it holds 56 bits or
+// more (63 at most, which the shift in the 8-byte load needs) or the input
+// ends.
 func (f *inflater) refill() {
-	for f.nb <= 56 {
+	for f.nb < 56 {
 		if f.iend-f.ip >= 8 {
 			f.bits |= binary.LittleEndian.Uint64(f.in[f.ip:]) << f.nb
 			f.ip += int((63 - f.nb) >> 3)
@@ -558,14 +556,18 @@ func (f *inflater) fill() bool {
 	}
 	n := copy(f.in, f.in[f.ip:f.iend])
 	f.ip, f.iend = 0, n
-	for f.iend < 8 {
+	for empty := 0; f.iend < 8; {
 		m, err := f.src.Read(f.in[f.iend:])
 		f.iend += m
 		if err != nil {
 			f.srcErr = err
 			break
 		}
-		if m == 0 {
+		if m > 0 {
+			empty = 0
+		} else if empty++; empty == 100 {
+			// As bufio gives up on a reader that returns nothing.
+			f.srcErr = io.ErrNoProgress
 			break
 		}
 	}
