@@ -201,3 +201,39 @@ func TestJobsAgreesWithEachJob(t *testing.T) {
 		t.Errorf("intervals: %+v", jobs)
 	}
 }
+
+// TestJobsDuringSet: a job replaced by Set (a config reload changing a
+// target) while Jobs looks at the cron keeps a next run; Jobs reads the job
+// map only under the scheduler's lock.
+func TestJobsDuringSet(t *testing.T) {
+	s := New(2, quiet())
+	defer s.Stop(5 * time.Second)
+	job := func(context.Context, string) {}
+	if err := s.Set("a", "@hourly", job); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 2000; i++ {
+			if err := s.Set("a", "@hourly", job); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	zero := 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		if j, ok := s.Jobs()["a"]; !ok || j.Next.IsZero() {
+			zero++
+		}
+	}
+	if zero > 0 {
+		t.Errorf("Jobs gave job a no next run %d times while Set replaced it", zero)
+	}
+}
