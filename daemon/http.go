@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"fmt"
+	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,7 +28,11 @@ func newHTTPServer(h http.Handler) *http.Server {
 // (the status page and API of package web) on the same mux.
 func (d *Daemon) handler(routes func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
+	// A failed Gather answers 500 with every series lost (the daemon
+	// shows as down): never ContinueOnError, which would serve what Gather
+	// refused; the log says why.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg,
+		ErrorLog: scrapeLog{d.log}, ErrorHandling: promhttp.HTTPErrorOnError}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -40,4 +47,11 @@ func (d *Daemon) handler(routes func(*http.ServeMux)) http.Handler {
 		routes(mux)
 	}
 	return mux
+}
+
+// scrapeLog logs promhttp's errors: a failed Gather or a failed write.
+type scrapeLog struct{ log *slog.Logger }
+
+func (l scrapeLog) Println(v ...any) {
+	l.log.Error("metrics scrape failed", "err", strings.TrimSpace(fmt.Sprintln(v...)))
 }

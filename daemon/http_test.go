@@ -1,12 +1,19 @@
 package daemon
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/backupverify/backupverify/metrics"
+	"github.com/backupverify/backupverify/verifier"
 )
 
 // TestHTTPServerLimits: headers past 64 KiB are refused, and every timeout
@@ -29,5 +36,35 @@ func TestHTTPServerLimits(t *testing.T) {
 	if srv.ReadHeaderTimeout != 10*time.Second || srv.ReadTimeout != 30*time.Second || srv.WriteTimeout != time.Minute ||
 		srv.IdleTimeout != 2*time.Minute || srv.MaxHeaderBytes != 64<<10 {
 		t.Errorf("server limits: %+v", srv)
+	}
+}
+
+// twins is a Snapshotter with two targets of one name: a Gather that fails.
+type twins struct{}
+
+func (twins) Statuses() []verifier.Status {
+	return []verifier.Status{{Target: "crm"}, {Target: "crm"}}
+}
+
+// TestFailedScrapeIsLogged: when the daemon cannot build its series, /metrics
+// answers 500 naming the error, and the log says it: nothing else would
+// (the counter of handler errors goes down with the failed scrape).
+func TestFailedScrapeIsLogged(t *testing.T) {
+	var logs bytes.Buffer
+	d := &Daemon{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	d.reg = metrics.NewRegistry(twins{}, time.Now, metrics.BuildInfo{})
+	srv := httptest.NewServer(d.handler(nil))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "collected before") {
+		t.Errorf("/metrics: %d %q", resp.StatusCode, body)
+	}
+	if !strings.Contains(logs.String(), "metrics scrape failed") || !strings.Contains(logs.String(), "collected before") {
+		t.Errorf("log: %q", logs.String())
 	}
 }

@@ -170,12 +170,14 @@ type State struct {
 // targets was 28% of the daemon's CPU while it was scraped.
 func (s *Scheduler) Jobs() map[string]State {
 	now := time.Now()
+	// Under s.mu, as Next: a Set in between would give a job an entry the
+	// cron's copy does not hold yet.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	next := make(map[cron.EntryID]time.Time, len(s.entries))
 	for _, ce := range s.cron.Entries() {
 		next[ce.ID] = ce.Next
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	out := make(map[string]State, len(s.entries))
 	for name, e := range s.entries {
 		n := e.sched.Next(now)
