@@ -15,6 +15,8 @@ command -v promtool >/dev/null && command -v prometheus >/dev/null || pkgs+=(pro
 command -v amtool >/dev/null || pkgs+=(prometheus-alertmanager)
 command -v chromium >/dev/null || pkgs+=(chromium)
 command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+# python3: C zlib for pgdump.TestInflateMatchesCZlib (which skips without it), and the bench scripts.
+command -v python3 >/dev/null || pkgs+=(python3)
 # nss_wrapper: the image's entry point gives an arbitrary UID a passwd entry with it (deploy's image test).
 ls /usr/lib/*/libnss_wrapper.so >/dev/null 2>&1 || pkgs+=(libnss-wrapper)
 if [ ${#pkgs[@]} -gt 0 ]; then
