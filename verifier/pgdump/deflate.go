@@ -81,28 +81,33 @@ var (
 	fixedDist [distTableSize]uint32
 )
 
-func init() {
-	var lens [288]uint8
-	for i := range lens {
+// fixedLengths are the code lengths of the fixed codes (RFC 1951 3.2.6).
+func fixedLengths() (lit [288]uint8, dist [32]uint8) {
+	for i := range lit {
 		switch {
 		case i < 144:
-			lens[i] = 8
+			lit[i] = 8
 		case i < 256:
-			lens[i] = 9
+			lit[i] = 9
 		case i < 280:
-			lens[i] = 7
+			lit[i] = 7
 		default:
-			lens[i] = 8
+			lit[i] = 8
 		}
 	}
+	for i := range dist {
+		dist[i] = 5
+	}
+	return lit, dist
+}
+
+func init() {
+	lit, dist := fixedLengths()
 	var scratch [1 << litBits]uint8
 	// Symbols 286 and 287, and distances 30 and 31, take code space in
 	// the fixed codes but are no length or distance: kindBad.
-	buildTable(fixedLit[:], litBits, lens[:], litEntry, false, &scratch)
-	for i := range lens[:32] {
-		lens[i] = 5
-	}
-	buildTable(fixedDist[:], distBits, lens[:32], distEntry, false, &scratch)
+	buildTable(fixedLit[:], litBits, lit[:], litEntry, false, &scratch)
+	buildTable(fixedDist[:], distBits, dist[:], distEntry, false, &scratch)
 }
 
 func litEntry(sym int) uint32 {

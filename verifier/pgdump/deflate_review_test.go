@@ -14,6 +14,7 @@ import (
 	kzlib "github.com/klauspost/compress/zlib"
 )
 
+// bitW packs DEFLATE bits, first bit lowest.
 type bitW struct {
 	buf  []byte
 	acc  uint64
@@ -388,25 +389,11 @@ func b2u(b bool) uint64 {
 	return 0
 }
 
+// fixedLL and fixedDL are the fixed codes' lengths, distances 30 and 31
+// (no distance) left out.
 var fixedLL, fixedDL = func() ([]uint8, []uint8) {
-	l := make([]uint8, 288)
-	for i := range l {
-		switch {
-		case i < 144:
-			l[i] = 8
-		case i < 256:
-			l[i] = 9
-		case i < 280:
-			l[i] = 7
-		default:
-			l[i] = 8
-		}
-	}
-	d := make([]uint8, 30)
-	for i := range d {
-		d[i] = 5
-	}
-	return l, d
+	l, d := fixedLengths()
+	return l[:], d[:30]
 }()
 
 func (g *gen) fixedBlock(final bool) {
@@ -417,12 +404,17 @@ func (g *gen) fixedBlock(final bool) {
 
 func (g *gen) storedBlock(final bool) {
 	g.w.put(b2u(final), 1)
-	g.w.put(0, 2)
-	g.w.align()
 	n := g.r.IntN(300)
 	if g.r.IntN(3) == 0 {
 		n = 65535 - g.r.IntN(4)
 	}
+	g.storedBody(n)
+}
+
+// storedBody writes a stored block's type, its lengths and n random bytes.
+func (g *gen) storedBody(n int) {
+	g.w.put(0, 2)
+	g.w.align()
 	g.w.put(uint64(n), 16)
 	g.w.put(uint64(^uint16(n)), 16)
 	for range n {
@@ -573,16 +565,7 @@ func TestInflateLongestCodes(t *testing.T) {
 		g.w.buf = []byte{0x78, 0x9c}
 		// history first: a stored block
 		g.w.put(0, 1)
-		g.w.put(0, 2)
-		g.w.align()
-		n := 40000 + variant
-		g.w.put(uint64(n), 16)
-		g.w.put(uint64(^uint16(n)), 16)
-		for range n {
-			b := byte(g.r.IntN(256))
-			g.w.put(uint64(b), 8)
-			g.out = append(g.out, b)
-		}
+		g.storedBody(40000 + variant)
 		// lit: 16 symbols on a ladder, the longest ones the match and EOB
 		litSyms := []int{'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 284, 256}
 		if variant&1 == 1 {

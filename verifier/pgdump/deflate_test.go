@@ -303,61 +303,40 @@ func TestInflateMatchesCZlib(t *testing.T) {
 	t.Logf("%d streams, %d accepted by both", len(ours), accepted)
 }
 
-// bitWriter packs DEFLATE bits, first bit lowest.
-type bitWriter struct {
-	out  []byte
-	acc  uint64
-	nacc uint
-}
-
-func (w *bitWriter) bits(v uint64, n uint) {
-	w.acc |= v << w.nacc
-	for w.nacc += n; w.nacc >= 8; w.nacc -= 8 {
-		w.out = append(w.out, byte(w.acc))
-		w.acc >>= 8
-	}
-}
-
-func (w *bitWriter) bytes() []byte {
-	if w.nacc > 0 {
-		w.out = append(w.out, byte(w.acc))
-	}
-	return w.out
-}
-
 // oneLiteral is a zlib stream of "a" in one dynamic block declaring nlen
 // literal/length and ndist distance code lengths: 'a' and end-of-block of
 // one bit each, every other length 0, sent with the code-length symbols 18
 // (code 0), 0 (10) and 1 (11).
 func oneLiteral(nlen, ndist int) []byte {
-	w := &bitWriter{out: []byte{0x78, 0x9c}}
-	w.bits(1, 1) // final
-	w.bits(2, 2) // dynamic
-	w.bits(uint64(nlen-257), 5)
-	w.bits(uint64(ndist-1), 5)
-	w.bits(18-4, 4) // lengths for codeOrder's first 18 symbols, up to symbol 1
+	w := &bitW{buf: []byte{0x78, 0x9c}}
+	w.put(1, 1) // final
+	w.put(2, 2) // dynamic
+	w.put(uint64(nlen-257), 5)
+	w.put(uint64(ndist-1), 5)
+	w.put(18-4, 4) // lengths for codeOrder's first 18 symbols, up to symbol 1
 	for _, sym := range codeOrder[:18] {
-		w.bits(map[uint8]uint64{18: 1, 0: 2, 1: 2}[sym], 3)
+		w.put(map[uint8]uint64{18: 1, 0: 2, 1: 2}[sym], 3)
 	}
 	zeros := func(n int) {
 		for ; n >= 11; n -= min(n, 138) {
-			w.bits(0, 1) // 18: 11-138 zeros
-			w.bits(uint64(min(n, 138)-11), 7)
+			w.put(0, 1) // 18: 11-138 zeros
+			w.put(uint64(min(n, 138)-11), 7)
 		}
 		for ; n > 0; n-- {
-			w.bits(1, 1) // 0, code 10 sent first bit first
-			w.bits(0, 1)
+			w.put(1, 1) // 0, code 10 sent first bit first
+			w.put(0, 1)
 		}
 	}
-	one := func() { w.bits(3, 2) } // 1, code 11
+	one := func() { w.put(3, 2) } // 1, code 11
 	zeros('a')
 	one() // 'a'
 	zeros(256 - 'a' - 1)
 	one() // end of block
 	zeros(nlen - 257 + ndist)
-	w.bits(0, 1) // 'a'
-	w.bits(1, 1) // end of block
-	return binary.BigEndian.AppendUint32(w.bytes(), adler32.Checksum([]byte("a")))
+	w.put(0, 1) // 'a'
+	w.put(1, 1) // end of block
+	w.align()
+	return binary.BigEndian.AppendUint32(w.buf, adler32.Checksum([]byte("a")))
 }
 
 // TestInflateSymbolCounts: a dynamic block may declare at most 286
