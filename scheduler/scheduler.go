@@ -154,7 +154,12 @@ func (s *Scheduler) Interval(name string) time.Duration {
 	if !ok {
 		return 0
 	}
-	n := e.sched.Next(time.Now())
+	return e.interval(time.Now())
+}
+
+// interval is the time between e's next two runs after now.
+func (e *entry) interval(now time.Time) time.Duration {
+	n := e.sched.Next(now)
 	return e.sched.Next(n).Sub(n)
 }
 
@@ -180,8 +185,7 @@ func (s *Scheduler) Jobs() map[string]State {
 	}
 	out := make(map[string]State, len(s.entries))
 	for name, e := range s.entries {
-		n := e.sched.Next(now)
-		out[name] = State{Next: next[e.id], Interval: e.sched.Next(n).Sub(n), Running: e.busy.Load()}
+		out[name] = State{Next: next[e.id], Interval: e.interval(now), Running: e.busy.Load()}
 	}
 	return out
 }

@@ -299,7 +299,7 @@ func (f *fastList) page(ctx context.Context, prefix, token string) (*listPage, e
 		return nil, &fastError{err: err, retry: true}
 	}
 	if len(body) > maxListBody {
-		return nil, fmt.Errorf("answer larger than %d bytes", maxListBody)
+		return nil, errListTooLarge
 	}
 	return parseListPage(body)
 }

@@ -26,6 +26,9 @@ type listAnswerError struct{ msg string }
 
 func (e *listAnswerError) Error() string { return e.msg }
 
+// errListTooLarge refuses an answer past maxListBody, direct or through the SDK.
+var errListTooLarge = &listAnswerError{fmt.Sprintf("ListObjectsV2 answer larger than %d bytes (%d MiB), refused", maxListBody, maxListBody>>20)}
+
 // rootPeek is how much of a 2xx answer is read to find its root element;
 // a root later than that (S3's is within 100 bytes) is refused.
 const rootPeek = 4 << 10
@@ -116,7 +119,7 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 		if n == 0 {
 			return 0, err
 		}
-		b.err = &listAnswerError{fmt.Sprintf("ListObjectsV2 answer larger than %d bytes (%d MiB), refused", maxListBody, maxListBody>>20)}
+		b.err = errListTooLarge
 		return 0, b.err
 	}
 	if int64(len(p)) > b.left {
