@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -153,7 +152,8 @@ func VerifyTo(parent context.Context, src Source, ar ArchiveReader, b Backup, tz
 	}
 	defer body.Close()
 	rec := &errRecorder{r: body}
-	h := sha256.New()
+	h := newHash(b.Size)
+	defer h.Close()
 	counted := &countingWriter{}
 	sinks := []io.Writer{h, counted}
 	copyTo := &errWriter{w: w}
@@ -177,7 +177,7 @@ func VerifyTo(parent context.Context, src Source, ar ArchiveReader, b Backup, tz
 	// is still hashed, so a bit flip is told apart from a broken dump.
 	_, _ = io.Copy(io.Discard, ctxReader{ctx, br})
 	r.BytesRead = counted.n
-	r.SHA256 = hex.EncodeToString(h.Sum(nil))
+	r.SHA256 = hex.EncodeToString(h.Sum())
 	if parent.Err() != nil {
 		return r, parent.Err() // a cancelled read proves nothing either way
 	}
