@@ -19,12 +19,12 @@ func TestAsyncHashMatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	cuts := map[string][]int{
-		"one write":     {len(data)},
-		"buffer sized":  {asyncHashBuf, asyncHashBuf, asyncHashBuf, asyncHashBuf, asyncHashBuf, 123},
-		"off by one":    {asyncHashBuf - 1, 1, 0, asyncHashBuf + 1, 2*asyncHashBuf - 1, 0},
-		"small":         {7, 4096, 65536, 1, 262144},
-		"many at once":  {3*asyncHashBuf + 5, 0, 1},
-		"empty first":   {0, len(data)},
+		"one write":    {len(data)},
+		"buffer sized": {asyncHashBuf, asyncHashBuf, asyncHashBuf, asyncHashBuf, asyncHashBuf, 123},
+		"off by one":   {asyncHashBuf - 1, 1, 0, asyncHashBuf + 1, 2*asyncHashBuf - 1, 0},
+		"small":        {7, 4096, 65536, 1, 262144},
+		"many at once": {3*asyncHashBuf + 5, 0, 1},
+		"empty first":  {0, len(data)},
 	}
 	for name, sizes := range cuts {
 		for _, declared := range []int64{int64(len(data)), 0, -1, 100} {
