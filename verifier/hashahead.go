@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"crypto/sha256"
+	"errors"
 	"hash"
 	"io"
 	"sync"
@@ -24,16 +25,21 @@ var asyncHashPool = sync.Pool{New: func() any { b := make([]byte, 0, asyncHashBu
 // asyncHash is an io.Writer whose bytes are hashed on another goroutine:
 // Write copies them into one of a few buffers and returns; Sum waits for the
 // hashing to end. At most asyncHashBufs buffers are held, so a slow hash
-// slows Write rather than growing. Close must be called (Sum does it).
+// slows Write rather than growing. Close must be called (Sum does it); a
+// Write after Close fails rather than waiting for a buffer that nothing
+// frees any more.
 type asyncHash struct {
-	h    hash.Hash
-	free chan *[]byte
-	work chan *[]byte
-	done chan struct{}
-	cur  *[]byte
-	made int // buffers taken from the pool so far
-	once sync.Once
+	h      hash.Hash
+	free   chan *[]byte
+	work   chan *[]byte
+	done   chan struct{}
+	cur    *[]byte
+	made   int // buffers taken from the pool so far
+	closed bool
+	once   sync.Once
 }
+
+var errHashClosed = errors.New("write to a closed hash")
 
 // newHash returns a sha256 writer for an object of size bytes (-1 or 0:
 // unknown), hashed in line when it is small.
@@ -45,7 +51,11 @@ func newHash(size int64) interface {
 	if size > 0 && size < asyncHashMin {
 		return syncHash{sha256.New()}
 	}
-	a := &asyncHash{h: sha256.New(), free: make(chan *[]byte, asyncHashBufs),
+	return newAsyncHash(sha256.New())
+}
+
+func newAsyncHash(h hash.Hash) *asyncHash {
+	a := &asyncHash{h: h, free: make(chan *[]byte, asyncHashBufs),
 		work: make(chan *[]byte, asyncHashBufs), done: make(chan struct{})}
 	go a.run()
 	return a
@@ -61,6 +71,9 @@ func (a *asyncHash) run() {
 }
 
 func (a *asyncHash) Write(p []byte) (int, error) {
+	if a.closed {
+		return 0, errHashClosed
+	}
 	n := len(p)
 	for len(p) > 0 {
 		if a.cur == nil {
@@ -93,21 +106,24 @@ func (a *asyncHash) take() *[]byte {
 	return <-a.free
 }
 
-// Sum hashes what is left, waits for the hashing to end and returns the
-// sum of every byte written.
+// Sum waits for the hashing to end and returns the sum of every byte
+// written, whether or not Close was called first.
 func (a *asyncHash) Sum() []byte {
-	if a.cur != nil && len(*a.cur) > 0 {
-		a.work <- a.cur
-		a.cur = nil
-	}
 	a.Close()
 	return a.h.Sum(nil)
 }
 
-// Close ends the hashing goroutine (what was not yet handed to it is
-// dropped) and gives the buffers back. It is idempotent.
+// Close hashes what is left (the buffers handed over and the one being
+// filled: at most asyncHashBufs buffers), ends the hashing goroutine and gives
+// the buffers back. It is idempotent. Hashing the buffer being filled
+// rather than dropping it keeps a Sum after Close true.
 func (a *asyncHash) Close() {
 	a.once.Do(func() {
+		a.closed = true
+		if a.cur != nil && len(*a.cur) > 0 {
+			a.work <- a.cur // never blocks: work holds the other buffers at most
+			a.cur = nil
+		}
 		close(a.work)
 		<-a.done
 		if a.cur != nil {
