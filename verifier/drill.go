@@ -185,6 +185,9 @@ type Driller struct {
 	// backup's checksum file verified the object it replaced in place
 	// (Watcher.ChecksumPredates).
 	ChecksumPredates func(Backup) bool
+	// Sleep, if set, replaces the wait between listings while the only
+	// backups there are are still being written (see waitWhileWritten).
+	Sleep func(ctx context.Context, d time.Duration) error
 
 	*drillMem
 }
@@ -301,6 +304,7 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 		d.mu.Unlock()
 	}()
 
+	d.waitWhileWritten(ctx)
 	parent := ctx
 	timeout := d.target.Drill.Timeout
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("drill timed out after %s", timeout))
@@ -544,16 +548,10 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 	// A backup whose manifest or sidecar is not there yet, and that is
 	// younger than backup_grace, may still be being written: drill the
 	// newest complete one, as a person would.
-	usesFiles := false // in auto mode: does this layout come with checksum files?
-	for _, b := range backups {
-		usesFiles = usesFiles || b.ChecksumKey != ""
-	}
+	usesFiles := usesChecksumFiles(backups)
 	first := 0 // all still being written: the newest, as before
 	for i, b := range backups {
-		expectsFile := b.ChecksumKind == ChecksumManifest || b.ChecksumKind == ChecksumSidecar ||
-			d.target.Checksum == ChecksumAuto && usesFiles
-		writing := expectsFile && b.ChecksumKey == "" && d.now().Sub(b.LastModified) < d.target.BackupGrace
-		if !writing {
+		if !d.checksumNotYet(b, usesFiles) {
 			first = i
 			break
 		}
@@ -596,6 +594,81 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (pat
 		return "", r, errors.New(r.Error)
 	}
 	return path, r, nil
+}
+
+// usesChecksumFiles says whether a layout comes with checksum files (in
+// auto mode, a backup without one is then waited for).
+func usesChecksumFiles(backups []Backup) bool {
+	for _, b := range backups {
+		if b.ChecksumKey != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// checksumNotYet: the backup's manifest or sidecar is not there yet and the
+// backup is younger than backup_grace.
+func (d *Driller) checksumNotYet(b Backup, usesFiles bool) bool {
+	expectsFile := b.ChecksumKind == ChecksumManifest || b.ChecksumKind == ChecksumSidecar ||
+		d.target.Checksum == ChecksumAuto && usesFiles
+	return expectsFile && b.ChecksumKey == "" && d.now().Sub(b.LastModified) < d.target.BackupGrace
+}
+
+// waitWhileWritten holds a drill back, before its clock starts, while every
+// backup listed looks still being written: its checksum file not there yet,
+// or older than the dump (a latest/ backup replaced in place before its
+// manifest), and the dump younger than backup_grace. With an older complete
+// backup the drill restores that one (download); with none, it would restore
+// a backup halfway through its upload and fail, and page for a backup job
+// that was only running. It lists again every poll (at most), and stops
+// waiting when a checksum file catches up, the grace ends (the drill then
+// gives its verdict), the listing fails (the download says why) or ctx ends.
+func (d *Driller) waitWhileWritten(ctx context.Context) {
+	for waited := false; ; waited = true {
+		objs, err := d.src.List(ctx)
+		if err != nil {
+			return
+		}
+		backups := Discover(objs, &d.target, d.target.Match)
+		if len(backups) == 0 {
+			return
+		}
+		usesFiles := usesChecksumFiles(backups)
+		for _, b := range backups {
+			stale := b.ChecksumKey != "" && d.now().Sub(b.LastModified) < d.target.BackupGrace &&
+				(b.ChecksumModified.Before(b.LastModified) || d.ChecksumPredates != nil && d.ChecksumPredates(b))
+			if !stale && !d.checksumNotYet(b, usesFiles) {
+				if waited {
+					d.log.Info("the backup is complete; the drill starts", "key", backups[0].Key)
+				}
+				return
+			}
+		}
+		left := d.target.BackupGrace - d.now().Sub(backups[0].LastModified)
+		if !waited {
+			d.log.Info("waiting for the backup still being written before the drill starts", "key", backups[0].Key,
+				"at_most", left.Round(time.Second).String())
+		}
+		sleep := d.Sleep
+		if sleep == nil {
+			sleep = sleepCtx
+		}
+		if sleep(ctx, max(min(left, d.target.Poll), time.Second)) != nil {
+			return
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 func archiveExt(key string) string {

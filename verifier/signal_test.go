@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -582,5 +583,66 @@ func TestChecksumVerdictFollowsItsFile(t *testing.T) {
 	scan("d.sql's line written", 4, 1, 3) // the manifest twice and the dump
 	if st := w.Status(); st.Catalogued != 4 || st.Failures[ReasonMissingChecksum] != 1 {
 		t.Fatalf("catalogued %d, missing_checksum %d; want 4, 1", st.Catalogued, st.Failures[ReasonMissingChecksum])
+	}
+}
+
+// TestDrillWaitsForTheOnlyBackupBeingWritten: a latest/ backup replaced in
+// place, its manifest not yet rewritten (older than the dump), or a first
+// backup whose manifest is not there yet, and nothing older to restore: a
+// drill started then waits, without its clock running, for the manifest,
+// instead of failing (and paging) for a backup job that was only running.
+// Past backup_grace with no manifest it gives its verdict, as before.
+func TestDrillWaitsForTheOnlyBackupBeingWritten(t *testing.T) {
+	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		before func(mem *memSource) // the state when the drill starts
+	}{
+		{"replaced in place, old manifest", func(mem *memSource) {
+			mem.put("latest/CHECKSUM", []byte(hexsum(sqlDumpAt(t0.Add(-time.Hour)))+"  backup.sql\n"), t0.Add(-time.Hour))
+		}},
+		{"first backup, no manifest yet", func(*memSource) {}},
+	} {
+		for _, manifestComes := range []bool{true, false} {
+			clock := t0.Add(5 * time.Second)
+			now := func() time.Time { return clock }
+			mem := newMem()
+			dump := sqlDumpAt(t0)
+			mem.put("latest/backup.sql", dump, t0)
+			tc.before(mem)
+			tg := sqlTarget()
+			tg.Glob, tg.Match = "latest/*.sql", regexp.MustCompile(`^latest/[^/]*\.sql$`)
+			tg.Checksum = ChecksumManifest
+			tg.BackupGrace, tg.Poll = 2*time.Minute, 30*time.Second
+			tg.Drill = DrillSpec{Timeout: time.Minute, Jobs: 1}
+			d := NewDriller(tg, mem, noArchive{t}, &fakeScratch{}, &fakeChecker{ok: true}, t.TempDir(), discard(), now)
+			var waits []time.Duration
+			d.Sleep = func(_ context.Context, w time.Duration) error {
+				waits = append(waits, w)
+				if len(waits) > 100 {
+					t.Fatal("the drill waits for ever")
+				}
+				clock = clock.Add(w)
+				if manifestComes && len(waits) == 2 {
+					mem.put("latest/CHECKSUM", []byte(hexsum(dump)+"  backup.sql\n"), clock)
+				}
+				return nil
+			}
+			r := d.Run(context.Background(), TriggerSchedule)
+			what := fmt.Sprintf("%s, manifest comes: %v", tc.name, manifestComes)
+			if manifestComes {
+				if !r.OK || len(waits) != 2 {
+					t.Errorf("%s: ok=%v (%s) after %d waits; want a pass after 2", what, r.OK, r.Error, len(waits))
+				}
+				if want := t0.Add(5*time.Second + time.Minute); !r.Started.Equal(want) {
+					t.Errorf("%s: the drill's clock started at %v, want %v, after the wait", what, r.Started, want)
+				}
+				continue
+			}
+			// 115 s of grace left: 30 s, 30 s, 30 s, then 25 s, then a verdict.
+			if r.OK || r.FailedPhase != PhaseVerify || len(waits) != 4 || waits[3] != 25*time.Second {
+				t.Errorf("%s: ok=%v, failed phase %q after waits %v; want a verify failure after 30s x3 and 25s", what, r.OK, r.FailedPhase, waits)
+			}
+		}
 	}
 }
