@@ -623,10 +623,18 @@ func (d *Driller) checksumNotYet(b Backup, usesFiles bool) bool {
 // a backup halfway through its upload and fail, and page for a backup job
 // that was only running. It lists again every poll (at most), and stops
 // waiting when a checksum file catches up, the grace ends (the drill then
-// gives its verdict), the listing fails (the download says why) or ctx ends.
+// gives its verdict), the listing fails or takes longer than drill.timeout
+// (the download says why) or ctx ends. Whatever the listing says (a dump
+// dated ahead of our clock, a latest/ dump uploaded again every poll and
+// never given its checksum file), it waits at most backup_grace in all: a
+// drill that never starts would give no verdict, and hold its
+// drills.max_concurrent slot, for ever.
 func (d *Driller) waitWhileWritten(ctx context.Context) {
+	end := d.now().Add(d.target.BackupGrace)
 	for waited := false; ; waited = true {
-		objs, err := d.src.List(ctx)
+		lctx, cancel := context.WithTimeout(ctx, d.target.Drill.Timeout)
+		objs, err := d.src.List(lctx)
+		cancel()
 		if err != nil {
 			return
 		}
@@ -645,7 +653,11 @@ func (d *Driller) waitWhileWritten(ctx context.Context) {
 				return
 			}
 		}
-		left := d.target.BackupGrace - d.now().Sub(backups[0].LastModified)
+		left := min(d.target.BackupGrace-d.now().Sub(backups[0].LastModified), end.Sub(d.now()))
+		if left <= 0 {
+			d.log.Warn("the backup still looks written after backup_grace; the drill starts", "key", backups[0].Key)
+			return
+		}
 		if !waited {
 			d.log.Info("waiting for the backup still being written before the drill starts", "key", backups[0].Key,
 				"at_most", left.Round(time.Second).String())

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -644,5 +645,125 @@ func TestDrillWaitsForTheOnlyBackupBeingWritten(t *testing.T) {
 				t.Errorf("%s: ok=%v, failed phase %q after waits %v; want a verify failure after 30s x3 and 25s", what, r.OK, r.FailedPhase, waits)
 			}
 		}
+	}
+}
+
+// TestDrillWaitIsBoundedByBackupGrace: the wait for a backup still being
+// written never lasts longer than backup_grace from when it began, whatever
+// the listing says: a dump dated in the future (a clock ahead of ours), a
+// latest/ dump uploaded again every poll and never given its manifest (a
+// backup job crash-looping, or a hostile writer), each young each time. A
+// drill that never starts gives no verdict, holds a drills.max_concurrent
+// slot and shows in progress for ever: a page that never comes.
+func TestDrillWaitIsBoundedByBackupGrace(t *testing.T) {
+	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		dated time.Time                             // the dump's LastModified when the drill starts
+		sleep func(mem *memSource, clock time.Time) // what happens while the drill waits
+	}{
+		{"dated a day ahead", t0.Add(24 * time.Hour), func(*memSource, time.Time) {}},
+		{"uploaded again every poll", t0, func(mem *memSource, clock time.Time) {
+			mem.put("latest/backup.sql", sqlDumpAt(clock), clock)
+		}},
+	} {
+		clock := t0.Add(5 * time.Second)
+		mem := newMem()
+		mem.put("latest/backup.sql", sqlDumpAt(t0), tc.dated)
+		tg := sqlTarget()
+		tg.Glob, tg.Match = "latest/*.sql", regexp.MustCompile(`^latest/[^/]*\.sql$`)
+		tg.Checksum = ChecksumManifest
+		tg.BackupGrace, tg.Poll = 2*time.Minute, 30*time.Second
+		tg.Drill = DrillSpec{Timeout: time.Minute, Jobs: 1}
+		d := NewDriller(tg, mem, noArchive{t}, &fakeScratch{}, &fakeChecker{ok: true}, t.TempDir(), discard(),
+			func() time.Time { return clock })
+		var waited time.Duration
+		d.Sleep = func(ctx context.Context, w time.Duration) error {
+			if waited += w; waited > time.Hour {
+				return errors.New("the drill waits for ever") // ends the wait: the test fails below
+			}
+			clock = clock.Add(w)
+			tc.sleep(mem, clock)
+			return nil
+		}
+		r := d.Run(context.Background(), TriggerSchedule)
+		if waited > tg.BackupGrace {
+			t.Errorf("%s: the drill waited %s before it started; want at most backup_grace (%s)", tc.name, waited, tg.BackupGrace)
+		}
+		if r.OK || r.Aborted || r.FailedPhase != PhaseVerify {
+			t.Errorf("%s: ok=%v aborted=%v failed phase %q; want a verify failure (no manifest)", tc.name, r.OK, r.Aborted, r.FailedPhase)
+		}
+	}
+}
+
+// hangingList is a source whose listing never answers until ctx ends (a
+// store that holds the connection open).
+type hangingList struct {
+	*memSource
+	lists atomic.Int32
+}
+
+func (h *hangingList) List(ctx context.Context) ([]Object, error) {
+	if h.lists.Add(1) == 1 {
+		return h.memSource.List(ctx) // the first listing: a backup being written
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestDrillWaitListingThatHangs: the listings made while a drill waits for a
+// backup being written are under the wait's bound too, as the drill's are
+// under drill.timeout: a store that stops answering makes the drill fail
+// (download), it does not hold it for ever before its clock starts.
+func TestDrillWaitListingThatHangs(t *testing.T) {
+	t0 := time.Now().UTC().Truncate(time.Second)
+	mem := newMem()
+	mem.put("latest/backup.sql", sqlDumpAt(t0), t0)
+	src := &hangingList{memSource: mem}
+	tg := sqlTarget()
+	tg.Glob, tg.Match = "latest/*.sql", regexp.MustCompile(`^latest/[^/]*\.sql$`)
+	tg.Checksum = ChecksumManifest
+	tg.BackupGrace, tg.Poll = time.Hour, time.Second
+	tg.Drill = DrillSpec{Timeout: time.Second, Jobs: 1}
+	d := NewDriller(tg, src, noArchive{t}, &fakeScratch{}, &fakeChecker{ok: true}, t.TempDir(), discard(), time.Now)
+	// The wait itself is bounded by backup_grace (an hour): the test gives
+	// it a cancel-free minute, far more than the 1 s poll and 1 s timeout.
+	done := make(chan DrillResult, 1)
+	go func() { done <- d.Run(context.Background(), TriggerSchedule) }()
+	select {
+	case r := <-done:
+		if r.OK || r.Aborted || r.FailedPhase != PhaseDownload {
+			t.Fatalf("ok=%v aborted=%v failed phase %q; want a download failure", r.OK, r.Aborted, r.FailedPhase)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drill is still waiting after 10s on a listing that hangs (drill.timeout 1s, poll 1s)")
+	}
+}
+
+// TestDrillCancelledWhileWaitingIsAborted: a shutdown while the drill waits
+// for a backup being written makes it an aborted drill (no verdict, no
+// failure counted), as a shutdown during its phases does.
+func TestDrillCancelledWhileWaitingIsAborted(t *testing.T) {
+	t0 := time.Date(2025, 12, 29, 2, 0, 0, 0, time.UTC)
+	clock := t0.Add(5 * time.Second)
+	mem := newMem()
+	mem.put("latest/backup.sql", sqlDumpAt(t0), t0)
+	tg := sqlTarget()
+	tg.Glob, tg.Match = "latest/*.sql", regexp.MustCompile(`^latest/[^/]*\.sql$`)
+	tg.Checksum = ChecksumManifest
+	tg.BackupGrace, tg.Poll = 2*time.Minute, 30*time.Second
+	tg.Drill = DrillSpec{Timeout: time.Minute, Jobs: 1}
+	d := NewDriller(tg, mem, noArchive{t}, &fakeScratch{}, &fakeChecker{ok: true}, t.TempDir(), discard(),
+		func() time.Time { return clock })
+	ctx, cancel := context.WithCancel(context.Background())
+	d.Sleep = func(ctx context.Context, w time.Duration) error {
+		cancel() // the daemon shuts down during the wait
+		return ctx.Err()
+	}
+	r := d.Run(ctx, TriggerSchedule)
+	st := d.Status()
+	if !r.Aborted || st.Total != 0 || st.Aborted != 1 || st.Last != nil {
+		t.Fatalf("aborted=%v ok=%v phase %q; total %d aborted %d last %v: want an aborted drill, not a verdict",
+			r.Aborted, r.OK, r.FailedPhase, st.Total, st.Aborted, st.Last)
 	}
 }
