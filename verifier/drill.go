@@ -304,7 +304,7 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 		d.mu.Unlock()
 	}()
 
-	d.waitWhileWritten(ctx)
+	listed := d.waitWhileWritten(ctx)
 	parent := ctx
 	timeout := d.target.Drill.Timeout
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("drill timed out after %s", timeout))
@@ -361,7 +361,7 @@ func (d *Driller) Run(ctx context.Context, trigger string) DrillResult {
 		// One pass, as the watch loop's: the copy on disk is hashed and its
 		// archive read while it is written.
 		{PhaseDownload, func(ctx context.Context) (err error) {
-			file, verified, err = d.download(ctx, tmp, &r.Backup)
+			file, verified, err = d.download(ctx, tmp, &r.Backup, listed)
 			return err
 		}},
 		{PhaseVerify, func(ctx context.Context) error {
@@ -535,10 +535,12 @@ func (d *Driller) createEarly(ctx context.Context) (chan earlyDB, context.Cancel
 // one pass: sha256, the archive read to its end). It fails only when the
 // backup could not be had (download_error); a backup that is had but fails
 // verification fails the verify phase with the returned Result.
-func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup) (path string, r Result, err error) {
-	objs, err := d.src.List(ctx)
-	if err != nil {
-		return "", r, fmt.Errorf("list %s: %w", d.src, err)
+func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup, listed []Object) (path string, r Result, err error) {
+	objs := listed
+	if objs == nil {
+		if objs, err = d.src.List(ctx); err != nil {
+			return "", r, fmt.Errorf("list %s: %w", d.src, err)
+		}
 	}
 	backups := Discover(objs, &d.target, d.target.Match)
 	if len(backups) == 0 {
@@ -629,18 +631,21 @@ func (d *Driller) checksumNotYet(b Backup, usesFiles bool) bool {
 // never given its checksum file), it waits at most backup_grace in all: a
 // drill that never starts would give no verdict, and hold its
 // drills.max_concurrent slot, for ever.
-func (d *Driller) waitWhileWritten(ctx context.Context) {
+//
+// It returns the listing it last acted on, which the download uses rather
+// than listing again; nil when the listing failed.
+func (d *Driller) waitWhileWritten(ctx context.Context) []Object {
 	end := d.now().Add(d.target.BackupGrace)
 	for waited := false; ; waited = true {
 		lctx, cancel := context.WithTimeout(ctx, d.target.Drill.Timeout)
 		objs, err := d.src.List(lctx)
 		cancel()
 		if err != nil {
-			return
+			return nil
 		}
 		backups := Discover(objs, &d.target, d.target.Match)
 		if len(backups) == 0 {
-			return
+			return objs
 		}
 		usesFiles := usesChecksumFiles(backups)
 		for _, b := range backups {
@@ -650,13 +655,13 @@ func (d *Driller) waitWhileWritten(ctx context.Context) {
 				if waited {
 					d.log.Info("the backup is complete; the drill starts", "key", backups[0].Key)
 				}
-				return
+				return objs
 			}
 		}
 		left := min(d.target.BackupGrace-d.now().Sub(backups[0].LastModified), end.Sub(d.now()))
 		if left <= 0 {
 			d.log.Warn("the backup still looks written after backup_grace; the drill starts", "key", backups[0].Key)
-			return
+			return objs
 		}
 		if !waited {
 			d.log.Info("waiting for the backup still being written before the drill starts", "key", backups[0].Key,
@@ -667,7 +672,7 @@ func (d *Driller) waitWhileWritten(ctx context.Context) {
 			sleep = sleepCtx
 		}
 		if sleep(ctx, max(min(left, d.target.Poll), time.Second)) != nil {
-			return
+			return nil
 		}
 	}
 }
