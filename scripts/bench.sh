@@ -120,16 +120,26 @@ print(r["rto_seconds"], ph.get("download", 0), ph.get("verify", 0), ph.get("rest
 PY
 }
 
+# manual_seq: the sequence a person runs; appends the seconds of its steps to $W/manual-steps:
+# "download checksum createdb restore queries".
 manual_seq() {
   set -euo pipefail
+  local t=()
   rm -rf "$W/manual" && mkdir -p "$W/manual"
+  t+=("$EPOCHREALTIME")
   s3cmd cp "s3://bench/big/2026-01-01T0000Z/backup.dump" "$W/manual/backup.dump"
   s3cmd cp "s3://bench/big/2026-01-01T0000Z/CHECKSUM" "$W/manual/CHECKSUM"
+  t+=("$EPOCHREALTIME")
   (cd "$W/manual" && sha256sum --quiet -c CHECKSUM)
+  t+=("$EPOCHREALTIME")
   psql -X -q "$DSN" -c "DROP DATABASE IF EXISTS restored" -c "CREATE DATABASE restored"
+  t+=("$EPOCHREALTIME")
   "$PGBIN/pg_restore" -j "$JOBS" --no-owner --no-acl -d "host=$W/pg user=bench dbname=restored" "$W/manual/backup.dump"
+  t+=("$EPOCHREALTIME")
   psql -X -q -At "host=$W/pg user=bench dbname=restored" -c "SELECT count(*) FROM contacts" \
     -c "SELECT count(*) FROM contacts c WHERE c.lead_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM leads l WHERE l.id = c.lead_id)" >/dev/null
+  t+=("$EPOCHREALTIME")
+  python3 -c 'import sys; t = list(map(float, sys.argv[1:])); print(" ".join("%.3f" % (b - a) for a, b in zip(t, t[1:])))' "${t[@]}" >> "$W/manual-steps"
 }
 export -f manual_seq s3cmd
 export W S3 DSN PGBIN JOBS
@@ -212,4 +222,15 @@ for tag, label in (("before", "before (%s)" % before), ("after", "this tree")):
     rs = rows("drill-" + tag)
     if rs:
         print("| %s | %s |" % (label, " | ".join("%.1f" % med([r[i] for r in rs]) for i in range(5))))
+ms = rows("manual-steps")
+if ms:
+    print()
+    print("manual sequence steps, medians in seconds (pg_restore is the drill's restore phase's counterpart):")
+    print()
+    print("| total | aws s3 cp | sha256sum -c | CREATE DATABASE | pg_restore -j%s | queries |" % jobs)
+    print("|---:|---:|---:|---:|---:|---:|")
+    print("| %.1f | %s |" % (mm, " | ".join("%.1f" % med([r[i] for r in ms]) for i in range(5))))
+    print()
+    print("restore, run by run (drill's restore phase / the manual sequence's pg_restore): %s" %
+          ", ".join("%.1f / %.1f" % (a[3], b[3]) for a, b in zip(d, ms)))
 PY
