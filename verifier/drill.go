@@ -565,7 +565,7 @@ func (d *Driller) download(ctx context.Context, dir string, b *DrillBackup, list
 	for i := first; i < len(backups); i++ {
 		nb = backups[i]
 		path = filepath.Join(dir, "backup"+archiveExt(nb.Key))
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600) // read back by a download in parts
 		if err != nil {
 			return "", r, err
 		}

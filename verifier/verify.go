@@ -146,8 +146,12 @@ func VerifyTo(parent context.Context, src Source, ar ArchiveReader, b Backup, tz
 	}
 	r.Expected, r.ChecksumFrom = expected, from
 
-	body, err := src.Open(ctx, b.Key)
-	if err != nil {
+	var body io.ReadCloser
+	if rs, f := useParts(src, w, b); rs != nil {
+		// A drill's large copy: in parallel parts, written to the file by
+		// the download and read back from it in order.
+		body, w = openParts(ctx, rs, b, f), nil
+	} else if body, err = src.Open(ctx, b.Key); err != nil {
 		return fail(ReasonDownloadError, fmt.Errorf("open %s: %w", b.Key, err))
 	}
 	defer body.Close()

@@ -167,6 +167,20 @@ func (s *Source) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	return b, nil
 }
 
+// OpenRange streams the bytes [off, end) of the object's version etag (the
+// listing's): a GET with Range and If-Match, resumed as Open's. A version
+// replaced since fails with the store's precondition error.
+func (s *Source) OpenRange(ctx context.Context, key, etag string, off, end int64) (io.ReadCloser, error) {
+	if off < 0 || end <= off || etag == "" {
+		return nil, fmt.Errorf("get %s: bad range %d-%d or no ETag", key, off, end)
+	}
+	b := &body{ctx: ctx, s: s, key: s.prefix + key, etag: etag, off: off, end: end}
+	if err := b.open(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // StoredChecksum asks for the object's full-object sha256 (checksum mode on),
 // else its x-amz-meta-sha256. A composite (multipart) checksum is not a sha256
 // of the bytes and is ignored.
@@ -211,6 +225,7 @@ type body struct {
 	key      string
 	etag     string
 	off      int64
+	end      int64 // 0: to the end of the object; else the first byte not read
 	attempts int
 
 	mu      sync.Mutex
@@ -222,7 +237,11 @@ type body struct {
 
 func (b *body) open() error {
 	in := &s3.GetObjectInput{Bucket: aws.String(b.s.bucket), Key: aws.String(b.key)}
-	if b.off > 0 {
+	switch {
+	case b.end > 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", b.off, b.end-1))
+		in.IfMatch = aws.String(`"` + b.etag + `"`)
+	case b.off > 0:
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-", b.off))
 		in.IfMatch = aws.String(`"` + b.etag + `"`)
 	}
@@ -236,8 +255,14 @@ func (b *body) open() error {
 		}
 		return fmt.Errorf("get %s at byte %d: %w", b.key, b.off, describe(err))
 	}
-	if b.off == 0 {
+	if b.off == 0 && b.end == 0 {
 		b.etag = strings.Trim(aws.ToString(out.ETag), `"`)
+	}
+	if b.end > 0 && aws.ToInt64(out.ContentLength) != b.end-b.off {
+		// A store that ignored the Range would send the whole object.
+		out.Body.Close()
+		cancel()
+		return fmt.Errorf("get %s bytes %d-%d: the store sent %d bytes, not %d", b.key, b.off, b.end-1, aws.ToInt64(out.ContentLength), b.end-b.off)
 	}
 	b.mu.Lock()
 	b.cur, b.cancel, b.stalled = out.Body, cancel, false
@@ -260,6 +285,9 @@ func (b *body) onStall() {
 
 func (b *body) Read(p []byte) (int, error) {
 	for {
+		if b.end > 0 && b.off >= b.end {
+			return 0, io.EOF // a range whose last read broke after its last byte
+		}
 		if b.cur == nil {
 			if err := b.open(); err != nil {
 				return 0, err

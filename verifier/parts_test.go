@@ -1,0 +1,248 @@
+package verifier
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// rangeSource serves memSource's objects in ranges, in small reads after
+// random short delays, so that parts arrive out of order. fault, when set,
+// may replace a range's body.
+type rangeSource struct {
+	*memSource
+	ranges atomic.Int64
+	mu     sync.Mutex
+	etags  map[string]string // the version each key is at (a replaced object moves on)
+	fault  func(ctx context.Context, off int64, body io.Reader) io.Reader
+}
+
+func (s *rangeSource) OpenRange(ctx context.Context, key, etag string, off, end int64) (io.ReadCloser, error) {
+	s.ranges.Add(1)
+	b, ok := s.objs[key]
+	if !ok {
+		return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
+	}
+	s.mu.Lock()
+	cur := s.etags[key]
+	s.mu.Unlock()
+	if cur != "" && cur != etag {
+		return nil, fmt.Errorf("get %s: PreconditionFailed: At least one of the pre-conditions you specified did not hold", key)
+	}
+	var r io.Reader = &slowReader{ctx: ctx, r: bytes.NewReader(b[off:end])}
+	if s.fault != nil {
+		r = s.fault(ctx, off, r)
+	}
+	return io.NopCloser(r), nil
+}
+
+// slowReader answers at most 10 KiB a read, now and then after a pause.
+type slowReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if rand.IntN(8) == 0 {
+		select {
+		case <-time.After(time.Duration(rand.IntN(3)) * time.Millisecond):
+		case <-s.ctx.Done():
+			return 0, s.ctx.Err()
+		}
+	}
+	return s.r.Read(p[:min(len(p), 10<<10)])
+}
+
+// smallParts makes the parallel download take objects of 100 KiB and up, in
+// parts of 64 KiB + 7 bytes, 3 at once.
+func smallParts(t *testing.T) {
+	ps, st, pm := partSize, partStreams, partsMin
+	partSize, partStreams, partsMin = 64<<10+7, 3, 100<<10
+	t.Cleanup(func() { partSize, partStreams, partsMin = ps, st, pm })
+}
+
+// partStreamsLeft counts the download's goroutines still running, waiting
+// a little for them to go.
+func partStreamsLeft() int {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*partFile).stream")
+		if n == 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestVerifyToInParts: a drill's copy of a large backup from a RangeSource is
+// downloaded in parts, in parallel, into its file, and the Result is the one
+// a single GET gives: the same sum and bytes for a good backup, the same
+// verdicts for a flipped bit, a failed or short part, a replaced object, a
+// stall past verify.timeout and a cancel, and no stream left running.
+func TestVerifyToInParts(t *testing.T) {
+	smallParts(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := func() time.Time { return t0 }
+	body := append(customHeader(8, 0), randomBytes(t, 20*(64<<10)+4321)...)
+	flipped := bytes.Clone(body)
+	flipped[len(flipped)-1000] ^= 1
+	failAt := int64(7 * (64<<10 + 7))
+	for _, c := range []struct {
+		name    string
+		obj     []byte
+		fault   func(ctx context.Context, off int64, r io.Reader) io.Reader
+		replace bool // the object's version changes after the listing
+		timeout time.Duration
+		cancel  bool
+		reason  Reason
+		err     string
+	}{
+		{name: "good", obj: body},
+		{name: "bit flip", obj: flipped, reason: ReasonMismatch, err: "sha256"},
+		{name: "a part fails", obj: body, reason: ReasonDownloadError, err: "connection reset",
+			fault: func(_ context.Context, off int64, r io.Reader) io.Reader {
+				if off == failAt {
+					return io.MultiReader(io.LimitReader(r, 5000), iotestErr{errors.New("connection reset by peer")})
+				}
+				return r
+			}},
+		{name: "a part ends early", obj: body, reason: ReasonDownloadError, err: "the body ended",
+			fault: func(_ context.Context, off int64, r io.Reader) io.Reader {
+				if off == failAt {
+					return io.LimitReader(r, 5000)
+				}
+				return r
+			}},
+		{name: "replaced after the listing", obj: body, replace: true, reason: ReasonDownloadError, err: "PreconditionFailed"},
+		{name: "a part stalls past verify.timeout", obj: body, timeout: 300 * time.Millisecond, reason: ReasonDownloadError, err: "verify.timeout",
+			fault: func(ctx context.Context, off int64, r io.Reader) io.Reader {
+				if off == failAt {
+					return io.MultiReader(io.LimitReader(r, 5000), stallReader{ctx: ctx})
+				}
+				return r
+			}},
+		{name: "cancelled", obj: body, cancel: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, b := oneDump(body, t0)
+			m.objs[b.Key], b.ETag = c.obj, "v1"
+			src := &rangeSource{memSource: m, etags: map[string]string{}, fault: c.fault}
+			if c.replace {
+				src.etags[b.Key] = "another version"
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if c.cancel {
+				src.fault = func(ctx context.Context, off int64, r io.Reader) io.Reader {
+					if off == failAt {
+						cancel()
+						return io.MultiReader(io.LimitReader(r, 5000), stallReader{ctx: ctx})
+					}
+					return r
+				}
+			}
+			path := filepath.Join(t.TempDir(), "backup.dump")
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			r, err := VerifyTo(ctx, src, drainArchive{}, b, nil, now, CopyOptions{To: f, HeaderOnly: true,
+				Limits: VerifySpec{Timeout: c.timeout}})
+			if n := partStreamsLeft(); n != 0 {
+				t.Errorf("%d download streams left running", n)
+			}
+			want := int64(2) // a replaced object fails its first part, and the others stop
+			if c.replace {
+				want = 1
+			}
+			if src.ranges.Load() < want || m.opens != 0 {
+				t.Errorf("%d ranged GETs and %d whole ones; want the download in parts", src.ranges.Load(), m.opens)
+			}
+			if c.cancel {
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("err %v, want context.Canceled", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.OK != (c.reason == "") || r.Reason != c.reason || !strings.Contains(r.Error, c.err) {
+				t.Fatalf("ok %v, reason %q (%s); want %q naming %q", r.OK, r.Reason, r.Error, c.reason, c.err)
+			}
+			if c.reason == ReasonDownloadError {
+				return
+			}
+			if want := hexsum(c.obj); r.SHA256 != want || r.BytesRead != int64(len(c.obj)) {
+				t.Errorf("read %d bytes, sha256 %s; want %d, %s", r.BytesRead, r.SHA256, len(c.obj), want)
+			}
+			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, c.obj) {
+				t.Errorf("the copy has %d bytes (%v), not the object's %d", len(got), err, len(c.obj))
+			}
+		})
+	}
+}
+
+// TestVerifyToInPartsOnlyWhereItPays: a small object, a copy that is not a
+// file (the watch loop's pass has none) and a Source without ranges are
+// read with one GET.
+func TestVerifyToInPartsOnlyWhereItPays(t *testing.T) {
+	smallParts(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := func() time.Time { return t0 }
+	large := append(customHeader(8, 0), randomBytes(t, 200<<10)...)
+	small := append(customHeader(8, 0), randomBytes(t, 50<<10)...)
+	for _, c := range []struct {
+		name   string
+		obj    []byte
+		toFile bool
+		ranges bool
+	}{
+		{"small object", small, true, true},
+		{"no file", large, false, true},
+		{"no ranges", large, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, b := oneDump(c.obj, t0)
+			b.ETag = "v1"
+			rs := &rangeSource{memSource: m}
+			var src Source = m
+			if c.ranges {
+				src = rs
+			}
+			var to io.Writer = &bytes.Buffer{}
+			if c.toFile {
+				f, err := os.Create(filepath.Join(t.TempDir(), "copy"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				to = f
+			}
+			r, err := VerifyTo(context.Background(), src, drainArchive{}, b, nil, now, CopyOptions{To: to, HeaderOnly: true})
+			if err != nil || !r.OK {
+				t.Fatalf("%v %+v", err, r)
+			}
+			if rs.ranges.Load() != 0 || m.opens != 1 {
+				t.Errorf("%d ranged GETs and %d whole ones; want one GET", rs.ranges.Load(), m.opens)
+			}
+		})
+	}
+}
+
+type iotestErr struct{ err error }
+
+func (e iotestErr) Read([]byte) (int, error) { return 0, e.err }

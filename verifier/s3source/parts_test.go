@@ -1,0 +1,173 @@
+package s3source_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/backupverify/backupverify/internal/testenv"
+	"github.com/backupverify/backupverify/verifier"
+)
+
+func randomObject(n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// TestOpenRange: a range of the listed version is read whole, also when its
+// body breaks mid-way (resumed from where it broke, up to the range's end);
+// a version replaced since the listing is refused.
+func TestOpenRange(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "ranges")
+	obj := randomObject(3 << 20)
+	s3.Put(t, "ranges", "db/a.dump", obj, testenv.PutOptions{})
+	src := newTestClient(t, s3.Endpoint).Source("ranges", "db/")
+	objs, err := src.List(t.Context())
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("%v %v", objs, err)
+	}
+	etag := objs[0].ETag
+	read := func(off, end int64) ([]byte, error) {
+		body, err := src.OpenRange(t.Context(), "a.dump", etag, off, end)
+		if err != nil {
+			return nil, err
+		}
+		defer body.Close()
+		return io.ReadAll(body)
+	}
+	got, err := read(1<<20+5, 2<<20+11)
+	if err != nil || !bytes.Equal(got, obj[1<<20+5:2<<20+11]) {
+		t.Fatalf("range: %d bytes, %v", len(got), err)
+	}
+	// The body breaks once after 100 KiB: the rest of the range is asked for.
+	h, cut := testenv.Truncate("a.dump", 100<<10, 1)
+	s3.Proxy.SetHook(h)
+	got, err = read(1<<20, 2<<20)
+	s3.Proxy.SetHook(nil)
+	if err != nil || !bytes.Equal(got, obj[1<<20:2<<20]) || cut.Load() != 1 {
+		t.Fatalf("range broken once: %d bytes, %v, %d cut", len(got), err, cut.Load())
+	}
+	s3.Put(t, "ranges", "db/a.dump", randomObject(3<<20+1), testenv.PutOptions{})
+	if _, err := read(0, 1<<20); err == nil || !strings.Contains(err.Error(), "Precondition") {
+		t.Fatalf("a replaced version: %v, want the store's precondition error", err)
+	}
+}
+
+// TestDrillDownloadInParts: a drill's copy of a large backup (40 MiB: five
+// parts of 8 MiB) comes from versitygw in ranged GETs at once, and is the
+// object byte for byte, with its sum.
+func TestDrillDownloadInParts(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "parts")
+	obj := append([]byte("PGDMP"), randomObject(40<<20-5)...)
+	s3.Put(t, "parts", "db/2026-01-01/backup.dump", obj, testenv.PutOptions{FullObjectSHA256: true})
+	src := newTestClient(t, s3.Endpoint).Source("parts", "db/")
+	objs, err := src.List(t.Context())
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("%v %v", objs, err)
+	}
+	b := verifier.Backup{Object: objs[0], ChecksumKind: verifier.ChecksumS3}
+	path := filepath.Join(t.TempDir(), "backup.dump")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s3.Proxy.ResetGets()
+	r, err := verifier.VerifyTo(t.Context(), src, nil, b, nil, time.Now, verifier.CopyOptions{To: f, HeaderOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(obj)
+	if r.Reason == verifier.ReasonDownloadError || r.SHA256 != hex.EncodeToString(sum[:]) || r.BytesRead != int64(len(obj)) {
+		t.Fatalf("reason %q (%s), %d bytes, sha256 %s", r.Reason, r.Error, r.BytesRead, r.SHA256)
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, obj) {
+		t.Fatalf("the copy: %d bytes, %v", len(got), err)
+	}
+	if n, most := s3.Proxy.Gets("backup.dump"), s3.Proxy.MostGetsAtOnce(); n != 5 || most < 2 {
+		t.Errorf("%d GETs of the backup, at most %d at once; want its 5 parts, several at once", n, most)
+	}
+}
+
+// BenchmarkDrillDownload: a drill's download of a 256 MiB backup from
+// versitygw, each GET's body held to 64 MB/s by the proxy (as S3 serves one
+// connection a fraction of what it serves several) and not held, in one GET
+// and in parts. It reports MB/s of the whole download.
+func BenchmarkDrillDownload(b *testing.B) {
+	s3 := testenv.StartS3(b)
+	s3.CreateBucket(b, "bench")
+	obj := append([]byte("PGDMP"), randomObject(256<<20-5)...)
+	s3.Put(b, "bench", "db/2026-01-01/backup.dump", obj, testenv.PutOptions{FullObjectSHA256: true})
+	src := newTestClient(b, s3.Endpoint).Source("bench", "db/")
+	objs, err := src.List(b.Context())
+	if err != nil || len(objs) != 1 {
+		b.Fatalf("%v %v", objs, err)
+	}
+	bk := verifier.Backup{Object: objs[0], ChecksumKind: verifier.ChecksumS3}
+	for _, c := range []struct {
+		name string
+		rate float64 // bytes a second of each GET's body; 0: as fast as it comes
+	}{{"unlimited", 0}, {"64MBps", 64e6}} {
+		s3.Proxy.SetHook(nil)
+		if c.rate > 0 {
+			s3.Proxy.SetHook(&testenv.Hook{Body: func(_ *http.Request, body io.ReadCloser) io.ReadCloser {
+				return &throttled{r: body, rate: c.rate, start: time.Now()}
+			}})
+		}
+		for _, way := range []string{"one-get", "parts"} {
+			b.Run(c.name+"/"+way, func(b *testing.B) { download(b, src, bk, len(obj), way) })
+		}
+	}
+}
+
+func download(b *testing.B, src verifier.Source, bk verifier.Backup, size int, way string) {
+	b.SetBytes(int64(size))
+	for range b.N {
+		f, err := os.Create(filepath.Join(b.TempDir(), "backup.dump"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var to io.Writer = f
+		if way == "one-get" {
+			to = struct{ io.Writer }{f} // not a file: one GET
+		}
+		r, err := verifier.VerifyTo(b.Context(), src, nil, bk, nil, time.Now, verifier.CopyOptions{To: to, HeaderOnly: true})
+		f.Close()
+		if err != nil || r.Reason == verifier.ReasonDownloadError {
+			b.Fatalf("%v %s", err, r.Error)
+		}
+	}
+}
+
+// throttled holds a body to rate bytes a second.
+type throttled struct {
+	r     io.ReadCloser
+	rate  float64
+	start time.Time
+	n     int64
+}
+
+func (t *throttled) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p[:min(len(p), 64<<10)])
+	t.n += int64(n)
+	if ahead := time.Duration(float64(t.n)/t.rate*float64(time.Second)) - time.Since(t.start); ahead > 0 {
+		time.Sleep(ahead)
+	}
+	return n, err
+}
+
+func (t *throttled) Close() error { return t.r.Close() }
