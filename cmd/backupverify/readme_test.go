@@ -81,7 +81,7 @@ func (r readme) snippets() []string {
 
 // otherTools are flags the README names of programs other than backupverify.
 var otherTools = map[string]string{
-	"no-owner": "pg_restore", "no-acl": "pg_restore", "list": "pg_restore", "clean": "pg_restore",
+	"no-owner": "pg_restore", "no-acl": "pg_restore", "list": "pg_restore", "clean": "pg_restore", "single-transaction": "pg_restore",
 	"verbose": "pg_dump", "bindir": "pg_config", "user": "docker run",
 	"system": "useradd", "no-create-home": "useradd", "shell": "useradd",
 }
