@@ -16,8 +16,9 @@ import (
 type RangeSource interface {
 	Source
 	// OpenRange streams the bytes [off, end) of the object's version etag
-	// (the listing's); a version replaced since is an error.
-	OpenRange(ctx context.Context, key, etag string, off, end int64) (io.ReadCloser, error)
+	// (the listing's), of size bytes; a version replaced since, or an
+	// object of another size, is an error.
+	OpenRange(ctx context.Context, key, etag string, off, end, size int64) (io.ReadCloser, error)
 }
 
 // The parallel download's shape: parts of partSize, partStreams at once, for
@@ -108,7 +109,7 @@ func (p *partFile) stream(ctx context.Context, src RangeSource, b Backup) {
 // fetch copies part i into the file, telling Read of every chunk written.
 func (p *partFile) fetch(ctx context.Context, src RangeSource, b Backup, i int, buf []byte) error {
 	off, end := int64(i)*partSize, int64(i)*partSize+p.partLen(i)
-	body, err := src.OpenRange(ctx, b.Key, b.ETag, off, end)
+	body, err := src.OpenRange(ctx, b.Key, b.ETag, off, end, p.size)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", b.Key, err)
 	}

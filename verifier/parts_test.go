@@ -28,7 +28,7 @@ type rangeSource struct {
 	fault  func(ctx context.Context, off int64, body io.Reader) io.Reader
 }
 
-func (s *rangeSource) OpenRange(ctx context.Context, key, etag string, off, end int64) (io.ReadCloser, error) {
+func (s *rangeSource) OpenRange(ctx context.Context, key, etag string, off, end, size int64) (io.ReadCloser, error) {
 	s.ranges.Add(1)
 	b, ok := s.objs[key]
 	if !ok {
@@ -37,6 +37,9 @@ func (s *rangeSource) OpenRange(ctx context.Context, key, etag string, off, end 
 	s.mu.Lock()
 	cur := s.etags[key]
 	s.mu.Unlock()
+	if size != int64(len(b)) {
+		return nil, fmt.Errorf("get %s: the store answered bytes %d-%d/%d, not of %d bytes", key, off, end-1, len(b), size)
+	}
 	if cur != "" && cur != etag {
 		return nil, fmt.Errorf("get %s: PreconditionFailed: At least one of the pre-conditions you specified did not hold", key)
 	}

@@ -40,8 +40,9 @@ func TestOpenRange(t *testing.T) {
 		t.Fatalf("%v %v", objs, err)
 	}
 	etag := objs[0].ETag
+	size := int64(len(obj))
 	read := func(off, end int64) ([]byte, error) {
-		body, err := src.OpenRange(t.Context(), "a.dump", etag, off, end)
+		body, err := src.OpenRange(t.Context(), "a.dump", etag, off, end, size)
 		if err != nil {
 			return nil, err
 		}
@@ -59,6 +60,29 @@ func TestOpenRange(t *testing.T) {
 	s3.Proxy.SetHook(nil)
 	if err != nil || !bytes.Equal(got, obj[1<<20:2<<20]) || cut.Load() != 1 {
 		t.Fatalf("range broken once: %d bytes, %v, %d cut", len(got), err, cut.Load())
+	}
+	if _, err := src.OpenRange(t.Context(), "a.dump", etag, 0, 1<<20, size+1); err == nil || !strings.Contains(err.Error(), "not \"bytes 0-1048575/3145729\"") {
+		t.Fatalf("a listing one byte longer than the object: %v, want the answer's size refused", err)
+	}
+	// A store that ignores If-Match and answers another version, or the
+	// right one with another size: refused, never stitched into the copy.
+	for _, c := range []struct{ etag, total, want string }{
+		{`"another"`, "3145728", "not the listed"},
+		{`"` + etag + `"`, "3145730", "replaced while reading"},
+	} {
+		s3.Proxy.SetHook(&testenv.Hook{Intercept: func(w http.ResponseWriter, r *http.Request) bool {
+			w.Header().Set("ETag", c.etag)
+			w.Header().Set("Content-Range", "bytes 0-9/"+c.total)
+			w.Header().Set("Content-Length", "10")
+			w.WriteHeader(http.StatusPartialContent)
+			_, _ = w.Write(obj[:10])
+			return true
+		}})
+		_, err := read(0, 10)
+		s3.Proxy.SetHook(nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("answer %s of %s bytes: %v, want an error naming %q", c.etag, c.total, err, c.want)
+		}
 	}
 	s3.Put(t, "ranges", "db/a.dump", randomObject(3<<20+1), testenv.PutOptions{})
 	if _, err := read(0, 1<<20); err == nil || !strings.Contains(err.Error(), "Precondition") {

@@ -168,13 +168,16 @@ func (s *Source) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 }
 
 // OpenRange streams the bytes [off, end) of the object's version etag (the
-// listing's): a GET with Range and If-Match, resumed as Open's. A version
-// replaced since fails with the store's precondition error.
-func (s *Source) OpenRange(ctx context.Context, key, etag string, off, end int64) (io.ReadCloser, error) {
-	if off < 0 || end <= off || etag == "" {
-		return nil, fmt.Errorf("get %s: bad range %d-%d or no ETag", key, off, end)
+// listing's) of size bytes: a GET with Range and If-Match, resumed as Open's.
+// A version replaced since fails with the store's precondition error; an
+// answer of another version or size (a store that ignores If-Match, or
+// whose listing disagrees with the object) is an error too, never bytes of
+// another object.
+func (s *Source) OpenRange(ctx context.Context, key, etag string, off, end, size int64) (io.ReadCloser, error) {
+	if off < 0 || end <= off || end > size || etag == "" {
+		return nil, fmt.Errorf("get %s: bad range %d-%d of %d bytes, or no ETag", key, off, end, size)
 	}
-	b := &body{ctx: ctx, s: s, key: s.prefix + key, etag: etag, off: off, end: end}
+	b := &body{ctx: ctx, s: s, key: s.prefix + key, etag: etag, off: off, end: end, size: size}
 	if err := b.open(); err != nil {
 		return nil, err
 	}
@@ -226,6 +229,7 @@ type body struct {
 	etag     string
 	off      int64
 	end      int64 // 0: to the end of the object; else the first byte not read
+	size     int64 // with end: the object's size, which each answer must give
 	attempts int
 
 	mu      sync.Mutex
@@ -258,11 +262,12 @@ func (b *body) open() error {
 	if b.off == 0 && b.end == 0 {
 		b.etag = strings.Trim(aws.ToString(out.ETag), `"`)
 	}
-	if b.end > 0 && aws.ToInt64(out.ContentLength) != b.end-b.off {
-		// A store that ignored the Range would send the whole object.
-		out.Body.Close()
-		cancel()
-		return fmt.Errorf("get %s bytes %d-%d: the store sent %d bytes, not %d", b.key, b.off, b.end-1, aws.ToInt64(out.ContentLength), b.end-b.off)
+	if b.end > 0 {
+		if err := b.checkPart(out); err != nil {
+			out.Body.Close()
+			cancel()
+			return err
+		}
 	}
 	b.mu.Lock()
 	b.cur, b.cancel, b.stalled = out.Body, cancel, false
@@ -271,6 +276,24 @@ func (b *body) open() error {
 		b.timer.Stop()
 	}
 	b.mu.Unlock()
+	return nil
+}
+
+// checkPart refuses a ranged answer that is not the bytes asked for of the
+// version and size asked for.
+func (b *body) checkPart(out *s3.GetObjectOutput) error {
+	if n := aws.ToInt64(out.ContentLength); n != b.end-b.off {
+		// A store that ignored the Range would send the whole object.
+		return fmt.Errorf("get %s bytes %d-%d: the store sent %d bytes, not %d", b.key, b.off, b.end-1, n, b.end-b.off)
+	}
+	if e := strings.Trim(aws.ToString(out.ETag), `"`); e != "" && e != b.etag {
+		return fmt.Errorf("get %s bytes %d-%d: the store sent version %s, not the listed %s (replaced while reading?)", b.key, b.off, b.end-1, e, b.etag)
+	}
+	cr := aws.ToString(out.ContentRange)
+	want := fmt.Sprintf("bytes %d-%d/%d", b.off, b.end-1, b.size)
+	if cr != "" && cr != want {
+		return fmt.Errorf("get %s: the store answered %q, not %q (replaced while reading?)", b.key, cr, want)
+	}
 	return nil
 }
 
