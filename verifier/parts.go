@@ -57,38 +57,45 @@ type partFile struct {
 	wg     sync.WaitGroup
 	stop   func() bool // ends the wake-up on ctx's end
 
+	parts int64 // how many
 	mu    sync.Mutex
 	cond  *sync.Cond
-	done  []int64 // bytes written of each part, from its start
-	first int     // the first part not whole
-	front int64   // bytes [0, front) of the object are in the file
-	err   error   // the first failure
-	pos   int64   // the next byte Read returns
-	taken int     // parts handed to a stream
+	// done holds the bytes written of each part from first on that has
+	// any, from its start: no more parts than are being or have been
+	// fetched, whatever size the listing gives.
+	done  map[int64]int64
+	first int64 // the first part not whole
+	front int64 // bytes [0, front) of the object are in the file
+	err   error // the first failure
+	pos   int64 // the next byte Read returns
+	taken int64 // parts handed to a stream
 }
 
 // openParts starts the download of b (b.Size bytes of version b.ETag) into f.
 func openParts(ctx context.Context, src RangeSource, b Backup, f *os.File) *partFile {
-	n := int((b.Size + partSize - 1) / partSize)
+	n := b.Size / partSize
+	if b.Size%partSize != 0 {
+		n++
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	p := &partFile{f: f, size: b.Size, cancel: cancel, done: make([]int64, n)}
+	p := &partFile{f: f, size: b.Size, parts: n, cancel: cancel, done: map[int64]int64{}}
 	p.cond = sync.NewCond(&p.mu)
 	p.stop = context.AfterFunc(ctx, func() { p.fail(context.Cause(ctx)) })
-	for range min(partStreams, n) {
+	for range min(int64(partStreams), n) {
 		p.wg.Add(1)
 		go p.stream(ctx, src, b)
 	}
 	return p
 }
 
-func (p *partFile) partLen(i int) int64 { return min(partSize, p.size-int64(i)*partSize) }
+func (p *partFile) partLen(i int64) int64 { return min(partSize, p.size-i*partSize) }
 
 // next hands out the next part to fetch, in order; -1 when none is left or
 // the download failed.
-func (p *partFile) next() int {
+func (p *partFile) next() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.err != nil || p.taken == len(p.done) {
+	if p.err != nil || p.taken == p.parts {
 		return -1
 	}
 	p.taken++
@@ -107,8 +114,8 @@ func (p *partFile) stream(ctx context.Context, src RangeSource, b Backup) {
 }
 
 // fetch copies part i into the file, telling Read of every chunk written.
-func (p *partFile) fetch(ctx context.Context, src RangeSource, b Backup, i int, buf []byte) error {
-	off, end := int64(i)*partSize, int64(i)*partSize+p.partLen(i)
+func (p *partFile) fetch(ctx context.Context, src RangeSource, b Backup, i int64, buf []byte) error {
+	off, end := i*partSize, i*partSize+p.partLen(i)
 	body, err := src.OpenRange(ctx, b.Key, b.ETag, off, end, p.size)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", b.Key, err)
@@ -135,20 +142,21 @@ func (p *partFile) fetch(ctx context.Context, src RangeSource, b Backup, i int, 
 }
 
 // wrote records n more bytes of part i in the file and moves the front.
-func (p *partFile) wrote(i int, n int64) {
+func (p *partFile) wrote(i int64, n int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done[i] += n
 	if i != p.first {
 		return
 	}
-	for p.first < len(p.done) && p.done[p.first] == p.partLen(p.first) {
+	for p.first < p.parts && p.done[p.first] == p.partLen(p.first) {
+		delete(p.done, p.first)
 		p.first++
 	}
-	if p.first == len(p.done) {
+	if p.first == p.parts {
 		p.front = p.size
 	} else {
-		p.front = int64(p.first)*partSize + p.done[p.first]
+		p.front = p.first*partSize + p.done[p.first]
 	}
 	p.cond.Broadcast()
 }

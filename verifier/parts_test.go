@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -241,6 +242,45 @@ func TestVerifyToInPartsOnlyWhereItPays(t *testing.T) {
 			}
 			if rs.ranges.Load() != 0 || m.opens != 1 {
 				t.Errorf("%d ranged GETs and %d whole ones; want one GET", rs.ranges.Load(), m.opens)
+			}
+		})
+	}
+}
+
+// TestVerifyToInPartsListedSizeTooLarge: a listing (a hostile or broken
+// store's) that gives a small object an enormous size fails the download as
+// download_error, as one GET does, without a panic and without memory that
+// grows with the size listed.
+func TestVerifyToInPartsListedSizeTooLarge(t *testing.T) {
+	smallParts(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := func() time.Time { return t0 }
+	body := append(customHeader(8, 0), randomBytes(t, 300<<10)...)
+	for _, size := range []int64{1 << 40, math.MaxInt64 - 3} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			m, b := oneDump(body, t0)
+			b.ETag, b.Size = "v1", size
+			src := &rangeSource{memSource: m, etags: map[string]string{}}
+			f, err := os.OpenFile(filepath.Join(t.TempDir(), "backup.dump"), os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			r, err := VerifyTo(context.Background(), src, drainArchive{}, b, nil, now, CopyOptions{To: f, HeaderOnly: true})
+			runtime.ReadMemStats(&after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Reason != ReasonDownloadError || r.Stack != "" {
+				t.Fatalf("reason %q (%s); want download_error", r.Reason, r.Error)
+			}
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 32<<20 {
+				t.Errorf("the download allocated %d MiB for a %d-byte object", grew>>20, len(body))
+			}
+			if src.ranges.Load() == 0 {
+				t.Error("no ranged GETs: the download was not in parts")
 			}
 		})
 	}
