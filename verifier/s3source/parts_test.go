@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -12,6 +13,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	s3api "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/backupverify/backupverify/internal/testenv"
 	"github.com/backupverify/backupverify/verifier"
@@ -87,6 +92,94 @@ func TestOpenRange(t *testing.T) {
 	s3.Put(t, "ranges", "db/a.dump", randomObject(3<<20+1), testenv.PutOptions{})
 	if _, err := read(0, 1<<20); err == nil || !strings.Contains(err.Error(), "Precondition") {
 		t.Fatalf("a replaced version: %v, want the store's precondition error", err)
+	}
+}
+
+// TestResumeStoreIgnoresIfMatch: a body that breaks is resumed with If-Match
+// on its version; a store that ignores it, after the object was replaced,
+// sends the rest of the new version, which is refused rather than appended
+// to the old one's start (a false sha256 mismatch, where the object was only
+// replaced while reading).
+func TestResumeStoreIgnoresIfMatch(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "ranges")
+	s3.Put(t, "ranges", "db/a.dump", randomObject(3<<20), testenv.PutOptions{})
+	src := newTestClient(t, s3.Endpoint).Source("ranges", "db/")
+	replaced := randomObject(3 << 20)
+	replaced[0] ^= 1 // the same size, another ETag
+	h, cut := testenv.Truncate("a.dump", 100<<10, 1)
+	h.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "a.dump") || r.Header.Get("If-Match") == "" {
+			return false
+		}
+		// The object is replaced before the resumption, which is answered
+		// as if If-Match were not there.
+		s3.Put(t, "ranges", "db/a.dump", replaced, testenv.PutOptions{})
+		out, err := s3.Client.GetObject(r.Context(), &s3api.GetObjectInput{Bucket: aws.String("ranges"),
+			Key: aws.String("db/a.dump"), Range: aws.String(r.Header.Get("Range"))})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return true
+		}
+		defer out.Body.Close()
+		w.Header().Set("ETag", aws.ToString(out.ETag))
+		w.Header().Set("Content-Range", aws.ToString(out.ContentRange))
+		w.Header().Set("Content-Length", fmt.Sprint(aws.ToInt64(out.ContentLength)))
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = io.Copy(w, out.Body)
+		return true
+	}
+	s3.Proxy.SetHook(h)
+	body, err := src.Open(t.Context(), "a.dump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	got, err := io.ReadAll(body)
+	if cut.Load() != 1 {
+		t.Fatalf("%d bodies cut, want 1", cut.Load())
+	}
+	if err == nil || !strings.Contains(err.Error(), "replaced while reading") {
+		t.Fatalf("read %d bytes, %v; want the resumption of another version refused", len(got), err)
+	}
+}
+
+// TestOpenRangeMultipartETag: an object uploaded in parts has an ETag with
+// "-N", which If-Match takes as it is.
+func TestOpenRangeMultipartETag(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	s3.CreateBucket(t, "ranges")
+	obj := randomObject(6<<20 + 123)
+	ctx := t.Context()
+	up, err := s3.Client.CreateMultipartUpload(ctx, &s3api.CreateMultipartUploadInput{Bucket: aws.String("ranges"), Key: aws.String("db/a.dump")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []types.CompletedPart
+	for i, p := range [][]byte{obj[:5<<20], obj[5<<20:]} {
+		out, err := s3.Client.UploadPart(ctx, &s3api.UploadPartInput{Bucket: aws.String("ranges"), Key: aws.String("db/a.dump"),
+			UploadId: up.UploadId, PartNumber: aws.Int32(int32(i + 1)), Body: bytes.NewReader(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(i + 1))})
+	}
+	if _, err := s3.Client.CompleteMultipartUpload(ctx, &s3api.CompleteMultipartUploadInput{Bucket: aws.String("ranges"),
+		Key: aws.String("db/a.dump"), UploadId: up.UploadId, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}}); err != nil {
+		t.Fatal(err)
+	}
+	src := newTestClient(t, s3.Endpoint).Source("ranges", "db/")
+	objs, err := src.List(ctx)
+	if err != nil || len(objs) != 1 || !strings.HasSuffix(objs[0].ETag, "-2") {
+		t.Fatalf("%v %v; want one object with a multipart ETag", objs, err)
+	}
+	body, err := src.OpenRange(ctx, "a.dump", objs[0].ETag, 5<<20-7, int64(len(obj)), int64(len(obj)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	if got, err := io.ReadAll(body); err != nil || !bytes.Equal(got, obj[5<<20-7:]) {
+		t.Fatalf("%d bytes, %v", len(got), err)
 	}
 }
 

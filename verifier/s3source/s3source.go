@@ -259,8 +259,16 @@ func (b *body) open() error {
 		}
 		return fmt.Errorf("get %s at byte %d: %w", b.key, b.off, describe(err))
 	}
+	got := strings.Trim(aws.ToString(out.ETag), `"`)
 	if b.off == 0 && b.end == 0 {
-		b.etag = strings.Trim(aws.ToString(out.ETag), `"`)
+		b.etag = got
+	} else if b.end == 0 && got != "" && got != b.etag {
+		// A resumed body from a store that ignores If-Match: the rest of
+		// the version it holds now would be appended to the listed one's
+		// start (a part is checked by checkPart).
+		out.Body.Close()
+		cancel()
+		return fmt.Errorf("get %s at byte %d: the store sent version %s, not %s (replaced while reading?)", b.key, b.off, got, b.etag)
 	}
 	if b.end > 0 {
 		if err := b.checkPart(out); err != nil {
