@@ -286,6 +286,39 @@ func TestVerifyToInPartsListedSizeTooLarge(t *testing.T) {
 	}
 }
 
+// TestVerifyToInPartsSizes: objects of a whole number of parts, one byte
+// more or less, and of exactly partsMin come whole into the copy, with
+// their sum.
+func TestVerifyToInPartsSizes(t *testing.T) {
+	smallParts(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := func() time.Time { return t0 }
+	for _, size := range []int64{4 * partSize, 4*partSize - 1, 4*partSize + 1, partsMin} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			obj := append(customHeader(8, 0), randomBytes(t, int(size))...)[:size]
+			m, b := oneDump(obj, t0)
+			b.ETag = "v1"
+			src := &rangeSource{memSource: m, etags: map[string]string{}}
+			path := filepath.Join(t.TempDir(), "backup.dump")
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			r, err := VerifyTo(context.Background(), src, drainArchive{}, b, nil, now, CopyOptions{To: f, HeaderOnly: true})
+			if err != nil || !r.OK || r.SHA256 != hexsum(obj) || r.BytesRead != size {
+				t.Fatalf("%v: ok %v %s (%s), %d bytes", err, r.OK, r.Reason, r.Error, r.BytesRead)
+			}
+			if want := (size + partSize - 1) / partSize; src.ranges.Load() != want || m.opens != 0 {
+				t.Errorf("%d ranged GETs and %d whole ones; want %d parts", src.ranges.Load(), m.opens, want)
+			}
+			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, obj) {
+				t.Errorf("the copy has %d bytes (%v), not the object's %d", len(got), err, len(obj))
+			}
+		})
+	}
+}
+
 type iotestErr struct{ err error }
 
 func (e iotestErr) Read([]byte) (int, error) { return 0, e.err }
