@@ -58,8 +58,12 @@ type partFile struct {
 	stop   func() bool // ends the wake-up on ctx's end
 
 	parts int64 // how many
-	mu    sync.Mutex
-	cond  *sync.Cond
+	// firstBody is part 0's, opened by openParts; the stream that takes
+	// part 0 (the first handed out) reads and closes it, and Close does if
+	// none took it.
+	firstBody *closeOnce
+	mu        sync.Mutex
+	cond      *sync.Cond
 	// done holds the bytes written of each part from first on that has
 	// any, from its start: no more parts than are being or have been
 	// fetched, whatever size the listing gives.
@@ -71,21 +75,34 @@ type partFile struct {
 	taken int64 // parts handed to a stream
 }
 
+// ErrRangeIgnored is returned by a RangeSource whose store answered a ranged
+// GET with the whole object: the download is then one GET.
+var ErrRangeIgnored = errors.New("the store ignores Range and sends the whole object")
+
 // openParts starts the download of b (b.Size bytes of version b.ETag) into f.
-func openParts(ctx context.Context, src RangeSource, b Backup, f *os.File) *partFile {
+// Its first part is asked for before it returns: a store that ignores Range
+// (ErrRangeIgnored) is read with one GET instead, and any other failure to
+// open it is the download's.
+func openParts(ctx context.Context, src RangeSource, b Backup, f *os.File) (*partFile, error) {
 	n := b.Size / partSize
 	if b.Size%partSize != 0 {
 		n++
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	p := &partFile{f: f, size: b.Size, parts: n, cancel: cancel, done: map[int64]int64{}}
+	first, err := src.OpenRange(ctx, b.Key, b.ETag, 0, p.partLen(0), p.size)
+	if err != nil {
+		cancel(err)
+		return nil, err
+	}
+	p.firstBody = &closeOnce{ReadCloser: first}
 	p.cond = sync.NewCond(&p.mu)
 	p.stop = context.AfterFunc(ctx, func() { p.fail(context.Cause(ctx)) })
 	for range min(int64(partStreams), n) {
 		p.wg.Add(1)
 		go p.stream(ctx, src, b)
 	}
-	return p
+	return p, nil
 }
 
 func (p *partFile) partLen(i int64) int64 { return min(partSize, p.size-i*partSize) }
@@ -116,9 +133,12 @@ func (p *partFile) stream(ctx context.Context, src RangeSource, b Backup) {
 // fetch copies part i into the file, telling Read of every chunk written.
 func (p *partFile) fetch(ctx context.Context, src RangeSource, b Backup, i int64, buf []byte) error {
 	off, end := i*partSize, i*partSize+p.partLen(i)
-	body, err := src.OpenRange(ctx, b.Key, b.ETag, off, end, p.size)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", b.Key, err)
+	var body io.ReadCloser = p.firstBody // part 0, opened by openParts
+	if i > 0 {
+		var err error
+		if body, err = src.OpenRange(ctx, b.Key, b.ETag, off, end, p.size); err != nil {
+			return fmt.Errorf("open %s: %w", b.Key, err)
+		}
 	}
 	defer body.Close()
 	for at := off; ; {
@@ -207,5 +227,17 @@ func (p *partFile) Close() error {
 	p.cancel(errors.New("download closed"))
 	p.stop()
 	p.wg.Wait()
-	return nil
+	return p.firstBody.Close()
+}
+
+// closeOnce closes its ReadCloser once, however often it is asked to.
+type closeOnce struct {
+	io.ReadCloser
+	once sync.Once
+	err  error
+}
+
+func (c *closeOnce) Close() error {
+	c.once.Do(func() { c.err = c.ReadCloser.Close() })
+	return c.err
 }

@@ -24,6 +24,7 @@ import (
 type rangeSource struct {
 	*memSource
 	ranges atomic.Int64
+	open   error // when set, every OpenRange fails with it
 	mu     sync.Mutex
 	etags  map[string]string // the version each key is at (a replaced object moves on)
 	fault  func(ctx context.Context, off int64, body io.Reader) io.Reader
@@ -31,6 +32,9 @@ type rangeSource struct {
 
 func (s *rangeSource) OpenRange(ctx context.Context, key, etag string, off, end, size int64) (io.ReadCloser, error) {
 	s.ranges.Add(1)
+	if s.open != nil {
+		return nil, s.open
+	}
 	b, ok := s.objs[key]
 	if !ok {
 		return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
@@ -322,3 +326,51 @@ func TestVerifyToInPartsSizes(t *testing.T) {
 type iotestErr struct{ err error }
 
 func (e iotestErr) Read([]byte) (int, error) { return 0, e.err }
+
+// TestVerifyToInPartsFirstPart: the first part is asked for before the
+// download starts. A store that ignores Range is read with one GET, as
+// before parts; any other failure to open it is the download's, with no
+// whole GET behind it.
+func TestVerifyToInPartsFirstPart(t *testing.T) {
+	smallParts(t)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := func() time.Time { return t0 }
+	obj := append(customHeader(8, 0), randomBytes(t, 300<<10)...)
+	for _, c := range []struct {
+		name   string
+		open   error
+		reason Reason
+		opens  int
+	}{
+		{"the store ignores Range", fmt.Errorf("get db.dump bytes 0-65542: %w", ErrRangeIgnored), "", 1},
+		{"the first part fails", errors.New("get db.dump: AccessDenied: Access Denied"), ReasonDownloadError, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, b := oneDump(obj, t0)
+			b.ETag = "v1"
+			src := &rangeSource{memSource: m, open: c.open}
+			f, err := os.OpenFile(filepath.Join(t.TempDir(), "backup.dump"), os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			r, err := VerifyTo(context.Background(), src, drainArchive{}, b, nil, now, CopyOptions{To: f, HeaderOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Reason != c.reason || m.opens != c.opens || src.ranges.Load() != 1 {
+				t.Fatalf("reason %q (%s), %d whole GETs, %d ranged; want %q, %d, 1", r.Reason, r.Error, m.opens, src.ranges.Load(), c.reason, c.opens)
+			}
+			if c.reason == "" {
+				if got, err := os.ReadFile(f.Name()); err != nil || !bytes.Equal(got, obj) || r.SHA256 != hexsum(obj) {
+					t.Fatalf("the copy: %d bytes, %v, sum %s", len(got), err, r.SHA256)
+				}
+			} else if !strings.Contains(r.Error, "AccessDenied") {
+				t.Fatalf("error %q does not say why", r.Error)
+			}
+			if n := partStreamsLeft(); n != 0 {
+				t.Errorf("%d download streams left running", n)
+			}
+		})
+	}
+}

@@ -150,9 +150,18 @@ func VerifyTo(parent context.Context, src Source, ar ArchiveReader, b Backup, tz
 	if rs, f := useParts(src, w, b); rs != nil {
 		// A drill's large copy: in parallel parts, written to the file by
 		// the download and read back from it in order.
-		body, w = openParts(ctx, rs, b, f), nil
-	} else if body, err = src.Open(ctx, b.Key); err != nil {
-		return fail(ReasonDownloadError, fmt.Errorf("open %s: %w", b.Key, err))
+		pf, perr := openParts(ctx, rs, b, f)
+		switch {
+		case perr == nil:
+			body, w = pf, nil
+		case !errors.Is(perr, ErrRangeIgnored):
+			return fail(ReasonDownloadError, fmt.Errorf("open %s: %w", b.Key, perr))
+		}
+	}
+	if body == nil {
+		if body, err = src.Open(ctx, b.Key); err != nil {
+			return fail(ReasonDownloadError, fmt.Errorf("open %s: %w", b.Key, err))
+		}
 	}
 	defer body.Close()
 	rec := &errRecorder{r: body}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -87,6 +88,53 @@ func TestOpenRange(t *testing.T) {
 		s3.Proxy.SetHook(nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Fatalf("answer %s of %s bytes: %v, want an error naming %q", c.etag, c.total, err, c.want)
+		}
+	}
+	// A store that ignores Range and sends the whole object is told apart,
+	// for the drill to read it with one GET; a chunked answer (no length)
+	// is taken when its Content-Range is the one asked for, and refused
+	// without one.
+	for _, c := range []struct {
+		name, status, rng string
+		body              []byte
+		chunked           bool
+		ignored           bool
+		err               string
+	}{
+		{name: "whole object", body: obj, ignored: true},
+		{name: "chunked, with its range", body: obj[:10], rng: fmt.Sprintf("bytes 0-9/%d", size), chunked: true},
+		{name: "chunked, no range", body: obj[:10], chunked: true, err: "no length"},
+	} {
+		s3.Proxy.SetHook(&testenv.Hook{Intercept: func(w http.ResponseWriter, r *http.Request) bool {
+			w.Header().Set("ETag", `"`+etag+`"`)
+			code := http.StatusOK
+			if c.rng != "" {
+				w.Header().Set("Content-Range", c.rng)
+				code = http.StatusPartialContent
+			}
+			if !c.chunked {
+				w.Header().Set("Content-Length", fmt.Sprint(len(c.body)))
+			}
+			w.WriteHeader(code)
+			if c.chunked {
+				w.(http.Flusher).Flush()
+			}
+			_, _ = w.Write(c.body)
+			return true
+		}})
+		got, err := read(0, 10)
+		s3.Proxy.SetHook(nil)
+		switch {
+		case c.ignored:
+			if !errors.Is(err, verifier.ErrRangeIgnored) {
+				t.Errorf("%s: %v, want ErrRangeIgnored", c.name, err)
+			}
+		case c.err != "":
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: %v, want an error naming %q", c.name, err, c.err)
+			}
+		case err != nil || !bytes.Equal(got, obj[:10]):
+			t.Errorf("%s: %d bytes, %v", c.name, len(got), err)
 		}
 	}
 	s3.Put(t, "ranges", "db/a.dump", randomObject(3<<20+1), testenv.PutOptions{})

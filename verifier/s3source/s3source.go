@@ -290,15 +290,20 @@ func (b *body) open() error {
 // checkPart refuses a ranged answer that is not the bytes asked for of the
 // version and size asked for.
 func (b *body) checkPart(out *s3.GetObjectOutput) error {
-	if n := aws.ToInt64(out.ContentLength); n != b.end-b.off {
-		// A store that ignored the Range would send the whole object.
-		return fmt.Errorf("get %s bytes %d-%d: the store sent %d bytes, not %d", b.key, b.off, b.end-1, n, b.end-b.off)
+	cr := aws.ToString(out.ContentRange)
+	want := fmt.Sprintf("bytes %d-%d/%d", b.off, b.end-1, b.size)
+	switch n := out.ContentLength; {
+	case n == nil && cr != want:
+		// No length (a chunked answer): its range must say what it is.
+		return fmt.Errorf("get %s bytes %d-%d: the store answered with no length and the range %q", b.key, b.off, b.end-1, cr)
+	case n != nil && *n == b.size && *n != b.end-b.off && cr == "":
+		return fmt.Errorf("get %s bytes %d-%d: %w", b.key, b.off, b.end-1, verifier.ErrRangeIgnored)
+	case n != nil && *n != b.end-b.off:
+		return fmt.Errorf("get %s bytes %d-%d: the store sent %d bytes, not %d", b.key, b.off, b.end-1, *n, b.end-b.off)
 	}
 	if e := strings.Trim(aws.ToString(out.ETag), `"`); e != "" && e != b.etag {
 		return fmt.Errorf("get %s bytes %d-%d: the store sent version %s, not the listed %s (replaced while reading?)", b.key, b.off, b.end-1, e, b.etag)
 	}
-	cr := aws.ToString(out.ContentRange)
-	want := fmt.Sprintf("bytes %d-%d/%d", b.off, b.end-1, b.size)
 	if cr != "" && cr != want {
 		return fmt.Errorf("get %s: the store answered %q, not %q (replaced while reading?)", b.key, cr, want)
 	}
