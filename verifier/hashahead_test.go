@@ -401,17 +401,8 @@ func TestVerifyToLargeObjects(t *testing.T) {
 			if n := hashGoroutines(); n != 0 {
 				t.Errorf("%d hashing goroutines left", n)
 			}
-			if c.cancel {
-				if !errors.Is(err, context.Canceled) {
-					t.Fatalf("err %v, want context.Canceled", err)
-				}
+			if !verdictIs(t, r, err, c.cancel, c.reason, c.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.OK != (c.reason == "") || r.Reason != c.reason || !strings.Contains(r.Error, c.err) {
-				t.Fatalf("ok %v, reason %q (%s); want %q naming %q", r.OK, r.Reason, r.Error, c.reason, c.err)
 			}
 			if c.reason == ReasonUnreadableArchive && c.err == "panic" {
 				return // the sum is not reached
@@ -424,4 +415,24 @@ func TestVerifyToLargeObjects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// verdictIs checks what VerifyTo returned: context.Canceled when cancelled,
+// else a Result that passed (reason "") or failed for reason, its error
+// naming want. It says whether the case goes on to its bytes.
+func verdictIs(t *testing.T, r Result, err error, cancelled bool, reason Reason, want string) bool {
+	t.Helper()
+	if cancelled {
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err %v, want context.Canceled", err)
+		}
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.OK != (reason == "") || r.Reason != reason || !strings.Contains(r.Error, want) {
+		t.Fatalf("ok %v, reason %q (%s); want %q naming %q", r.OK, r.Reason, r.Error, reason, want)
+	}
+	return true
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/backupverify/backupverify/internal/testenv"
 	"github.com/backupverify/backupverify/verifier"
+	"github.com/backupverify/backupverify/verifier/s3source"
 )
 
 func randomObject(n int) []byte {
@@ -235,16 +236,7 @@ func TestOpenRangeMultipartETag(t *testing.T) {
 // parts of 8 MiB) comes from versitygw in ranged GETs at once, and is the
 // object byte for byte, with its sum.
 func TestDrillDownloadInParts(t *testing.T) {
-	s3 := testenv.StartS3(t)
-	s3.CreateBucket(t, "parts")
-	obj := append([]byte("PGDMP"), randomObject(40<<20-5)...)
-	s3.Put(t, "parts", "db/2026-01-01/backup.dump", obj, testenv.PutOptions{FullObjectSHA256: true})
-	src := newTestClient(t, s3.Endpoint).Source("parts", "db/")
-	objs, err := src.List(t.Context())
-	if err != nil || len(objs) != 1 {
-		t.Fatalf("%v %v", objs, err)
-	}
-	b := verifier.Backup{Object: objs[0], ChecksumKind: verifier.ChecksumS3}
+	s3, src, b, obj := largeBackup(t, 40<<20)
 	path := filepath.Join(t.TempDir(), "backup.dump")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
 	if err != nil {
@@ -273,16 +265,7 @@ func TestDrillDownloadInParts(t *testing.T) {
 // connection a fraction of what it serves several) and not held, in one GET
 // and in parts. It reports MB/s of the whole download.
 func BenchmarkDrillDownload(b *testing.B) {
-	s3 := testenv.StartS3(b)
-	s3.CreateBucket(b, "bench")
-	obj := append([]byte("PGDMP"), randomObject(256<<20-5)...)
-	s3.Put(b, "bench", "db/2026-01-01/backup.dump", obj, testenv.PutOptions{FullObjectSHA256: true})
-	src := newTestClient(b, s3.Endpoint).Source("bench", "db/")
-	objs, err := src.List(b.Context())
-	if err != nil || len(objs) != 1 {
-		b.Fatalf("%v %v", objs, err)
-	}
-	bk := verifier.Backup{Object: objs[0], ChecksumKind: verifier.ChecksumS3}
+	s3, src, bk, obj := largeBackup(b, 256<<20)
 	for _, c := range []struct {
 		name string
 		rate float64 // bytes a second of each GET's body; 0: as fast as it comes
@@ -336,3 +319,20 @@ func (t *throttled) Read(p []byte) (int, error) {
 }
 
 func (t *throttled) Close() error { return t.r.Close() }
+
+// largeBackup puts a backup of size random bytes (after "PGDMP"), its
+// full-object sha256 stored with it, on a new versitygw, and returns it as
+// listed.
+func largeBackup(tb testing.TB, size int) (*testenv.S3, *s3source.Source, verifier.Backup, []byte) {
+	tb.Helper()
+	s3 := testenv.StartS3(tb)
+	s3.CreateBucket(tb, "parts")
+	obj := append([]byte("PGDMP"), randomObject(size-5)...)
+	s3.Put(tb, "parts", "db/2026-01-01/backup.dump", obj, testenv.PutOptions{FullObjectSHA256: true})
+	src := newTestClient(tb, s3.Endpoint).Source("parts", "db/")
+	objs, err := src.List(tb.Context())
+	if err != nil || len(objs) != 1 {
+		tb.Fatalf("%v %v", objs, err)
+	}
+	return s3, src, verifier.Backup{Object: objs[0], ChecksumKind: verifier.ChecksumS3}, obj
+}
