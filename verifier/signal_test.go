@@ -611,11 +611,7 @@ func TestDrillWaitsForTheOnlyBackupBeingWritten(t *testing.T) {
 			dump := sqlDumpAt(t0)
 			mem.put("latest/backup.sql", dump, t0)
 			tc.before(mem)
-			tg := sqlTarget()
-			tg.Glob, tg.Match = "latest/*.sql", regexp.MustCompile(`^latest/[^/]*\.sql$`)
-			tg.Checksum = ChecksumManifest
-			tg.BackupGrace, tg.Poll = 2*time.Minute, 30*time.Second
-			tg.Drill = DrillSpec{Timeout: time.Minute, Jobs: 1}
+			tg := latestTarget()
 			d := NewDriller(tg, mem, noArchive{t}, &fakeScratch{}, &fakeChecker{ok: true}, t.TempDir(), discard(), now)
 			var waits []time.Duration
 			d.Sleep = func(_ context.Context, w time.Duration) error {
@@ -670,11 +666,7 @@ func TestDrillWaitIsBoundedByBackupGrace(t *testing.T) {
 		clock := t0.Add(5 * time.Second)
 		mem := newMem()
 		mem.put("latest/backup.sql", sqlDumpAt(t0), tc.dated)
-		tg := sqlTarget()
-		tg.Glob, tg.Match = "latest/*.sql", regexp.MustCompile(`^latest/[^/]*\.sql$`)
-		tg.Checksum = ChecksumManifest
-		tg.BackupGrace, tg.Poll = 2*time.Minute, 30*time.Second
-		tg.Drill = DrillSpec{Timeout: time.Minute, Jobs: 1}
+		tg := latestTarget()
 		d := NewDriller(tg, mem, noArchive{t}, &fakeScratch{}, &fakeChecker{ok: true}, t.TempDir(), discard(),
 			func() time.Time { return clock })
 		var waited time.Duration
@@ -720,11 +712,9 @@ func TestDrillWaitListingThatHangs(t *testing.T) {
 	mem := newMem()
 	mem.put("latest/backup.sql", sqlDumpAt(t0), t0)
 	src := &hangingList{memSource: mem}
-	tg := sqlTarget()
-	tg.Glob, tg.Match = "latest/*.sql", regexp.MustCompile(`^latest/[^/]*\.sql$`)
-	tg.Checksum = ChecksumManifest
+	tg := latestTarget()
 	tg.BackupGrace, tg.Poll = time.Hour, time.Second
-	tg.Drill = DrillSpec{Timeout: time.Second, Jobs: 1}
+	tg.Drill.Timeout = time.Second
 	d := NewDriller(tg, src, noArchive{t}, &fakeScratch{}, &fakeChecker{ok: true}, t.TempDir(), discard(), time.Now)
 	// The wait itself is bounded by backup_grace (an hour): the test gives
 	// it a cancel-free minute, far more than the 1 s poll and 1 s timeout.
@@ -748,11 +738,7 @@ func TestDrillCancelledWhileWaitingIsAborted(t *testing.T) {
 	clock := t0.Add(5 * time.Second)
 	mem := newMem()
 	mem.put("latest/backup.sql", sqlDumpAt(t0), t0)
-	tg := sqlTarget()
-	tg.Glob, tg.Match = "latest/*.sql", regexp.MustCompile(`^latest/[^/]*\.sql$`)
-	tg.Checksum = ChecksumManifest
-	tg.BackupGrace, tg.Poll = 2*time.Minute, 30*time.Second
-	tg.Drill = DrillSpec{Timeout: time.Minute, Jobs: 1}
+	tg := latestTarget()
 	d := NewDriller(tg, mem, noArchive{t}, &fakeScratch{}, &fakeChecker{ok: true}, t.TempDir(), discard(),
 		func() time.Time { return clock })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -766,4 +752,16 @@ func TestDrillCancelledWhileWaitingIsAborted(t *testing.T) {
 		t.Fatalf("aborted=%v ok=%v phase %q; total %d aborted %d last %v: want an aborted drill, not a verdict",
 			r.Aborted, r.OK, r.FailedPhase, st.Total, st.Aborted, st.Last)
 	}
+}
+
+// latestTarget is a plain-SQL target whose one backup is replaced in place
+// below latest/, with a manifest: backup_grace 2m, poll 30s, drill.timeout
+// 1m, jobs 1.
+func latestTarget() Target {
+	tg := sqlTarget()
+	tg.Glob, tg.Match = "latest/*.sql", regexp.MustCompile(`^latest/[^/]*\.sql$`)
+	tg.Checksum = ChecksumManifest
+	tg.BackupGrace, tg.Poll = 2*time.Minute, 30*time.Second
+	tg.Drill = DrillSpec{Timeout: time.Minute, Jobs: 1}
+	return tg
 }
