@@ -260,22 +260,21 @@ func (b *body) open() error {
 		return fmt.Errorf("get %s at byte %d: %w", b.key, b.off, describe(err))
 	}
 	got := strings.Trim(aws.ToString(out.ETag), `"`)
-	if b.off == 0 && b.end == 0 {
+	var bad error
+	switch {
+	case b.off == 0 && b.end == 0:
 		b.etag = got
-	} else if b.end == 0 && got != "" && got != b.etag {
-		// A resumed body from a store that ignores If-Match: the rest of
-		// the version it holds now would be appended to the listed one's
-		// start (a part is checked by checkPart).
+	case got != "" && got != b.etag:
+		// A store that ignores If-Match: a resumed body or a part of the
+		// version it holds now would be joined to the listed one's bytes.
+		bad = fmt.Errorf("get %s at byte %d: the store sent version %s, not the listed %s (replaced while reading?)", b.key, b.off, got, b.etag)
+	case b.end > 0:
+		bad = b.checkPart(out)
+	}
+	if bad != nil {
 		out.Body.Close()
 		cancel()
-		return fmt.Errorf("get %s at byte %d: the store sent version %s, not %s (replaced while reading?)", b.key, b.off, got, b.etag)
-	}
-	if b.end > 0 {
-		if err := b.checkPart(out); err != nil {
-			out.Body.Close()
-			cancel()
-			return err
-		}
+		return bad
 	}
 	b.mu.Lock()
 	b.cur, b.cancel, b.stalled = out.Body, cancel, false
@@ -287,8 +286,8 @@ func (b *body) open() error {
 	return nil
 }
 
-// checkPart refuses a ranged answer that is not the bytes asked for of the
-// version and size asked for.
+// checkPart refuses a ranged answer (of the listed version: open checks its
+// ETag) that is not the bytes asked for of the size asked for.
 func (b *body) checkPart(out *s3.GetObjectOutput) error {
 	cr := aws.ToString(out.ContentRange)
 	want := fmt.Sprintf("bytes %d-%d/%d", b.off, b.end-1, b.size)
@@ -300,9 +299,6 @@ func (b *body) checkPart(out *s3.GetObjectOutput) error {
 		return fmt.Errorf("get %s bytes %d-%d: %w", b.key, b.off, b.end-1, verifier.ErrRangeIgnored)
 	case n != nil && *n != b.end-b.off:
 		return fmt.Errorf("get %s bytes %d-%d: the store sent %d bytes, not %d", b.key, b.off, b.end-1, *n, b.end-b.off)
-	}
-	if e := strings.Trim(aws.ToString(out.ETag), `"`); e != "" && e != b.etag {
-		return fmt.Errorf("get %s bytes %d-%d: the store sent version %s, not the listed %s (replaced while reading?)", b.key, b.off, b.end-1, e, b.etag)
 	}
 	if cr != "" && cr != want {
 		return fmt.Errorf("get %s: the store answered %q, not %q (replaced while reading?)", b.key, cr, want)
