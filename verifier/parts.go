@@ -71,7 +71,7 @@ type partFile struct {
 	first int64 // the first part not whole
 	front int64 // bytes [0, front) of the object are in the file
 	err   error // the first failure
-	pos   int64 // the next byte Read returns
+	pos   int64 // the next byte Read returns (Read's alone: no lock)
 	taken int64 // parts handed to a stream
 }
 
@@ -194,30 +194,26 @@ func (p *partFile) fail(err error) {
 }
 
 // Read returns the object's bytes in order, from the file, as far as the
-// parts have arrived; a failed part fails it at once.
+// parts have arrived, then the download's failure if it failed: bytes that
+// all arrived are read to their end whatever happens after.
 func (p *partFile) Read(b []byte) (int, error) {
 	p.mu.Lock()
 	for p.pos >= p.front && p.err == nil && p.pos < p.size {
 		p.cond.Wait()
 	}
-	if p.err != nil {
-		err := p.err
-		p.mu.Unlock()
-		return 0, err
-	}
-	if p.pos >= p.size {
-		p.mu.Unlock()
+	front, failed := p.front, p.err
+	p.mu.Unlock()
+	switch {
+	case p.pos >= p.size:
 		return 0, io.EOF
+	case p.pos >= front:
+		return 0, failed
 	}
-	n := min(int64(len(b)), p.front-p.pos)
-	pos := p.pos
-	p.mu.Unlock()
-	m, err := p.f.ReadAt(b[:n], pos)
-	p.mu.Lock()
+	n := min(int64(len(b)), front-p.pos)
+	m, err := p.f.ReadAt(b[:n], p.pos)
 	p.pos += int64(m)
-	p.mu.Unlock()
 	if err != nil && !(errors.Is(err, io.EOF) && int64(m) == n) {
-		return m, fmt.Errorf("read back the copy at byte %d: %w", pos, err)
+		return m, fmt.Errorf("read back the copy at byte %d: %w", p.pos, err)
 	}
 	return m, nil
 }
